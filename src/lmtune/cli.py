@@ -1,0 +1,201 @@
+"""The ``lmtune`` command: one plain function per verb.
+
+Every problem the user can fix (config, data, model name) ends as one line on
+stderr — ``lmtune: error: ...`` — with exit status 2 and no traceback
+(``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lmtune.errors import LmtuneError
+
+DEMO_DATA = "data/demo"
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmtune.config import load_config
+    from lmtune.pipeline import finetune
+
+    cfg = load_config(args.config, args.set or [])
+    finetune(cfg, overwrite=args.overwrite)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from lmtune.config import METRICS
+    from lmtune.data.formats import read_examples
+    from lmtune.evaluate.run import evaluate_model, metric_settings
+    from lmtune.pipeline import write_jsonl
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if unknown := [m for m in metrics if m not in METRICS]:
+        raise LmtuneError(f"--metrics: unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
+    data = read_examples(args.data, args.format)
+    model, tokenizer, encoder = _model_and_encoder(args)
+    result, predictions = evaluate_model(
+        model, tokenizer, encoder, data.examples, metrics, args.max_samples, args.max_new_tokens, args.batch_size
+    )
+    result["metric_settings"] = metric_settings()
+    print(json.dumps({k: v for k, v in result.items() if k != "metric_settings"}, indent=2))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if predictions:
+            write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from lmtune.evaluate.generate import generate
+
+    model, tokenizer, encoder = _model_and_encoder(args)
+    (answer,) = generate(model, tokenizer, [encoder.question_ids(args.prompt)], args.max_new_tokens, 1)
+    print(answer.text)
+
+
+def cmd_data_check(args: argparse.Namespace) -> None:
+    from lmtune.data.encode import IGNORE, Encoder
+    from lmtune.data.formats import read_examples
+    from lmtune.models import load_tokenizer, resolve
+
+    data = read_examples(args.file, args.format)
+    print(f"{args.file}: {len(data.examples)} rows, format {data.shape}")
+    tokenizer = load_tokenizer(resolve(args.model))
+    encoder = Encoder(tokenizer, max_length=10**9)
+    encoded = [encoder.encode(e) for e in data.examples]
+    lengths = sorted(len(e["input_ids"]) for e in encoded)
+    answers = sorted(sum(label != IGNORE for label in e["labels"]) for e in encoded)
+    print(f"tokens per example ({encoder.template} layout, {args.model}): {_quantiles(lengths)}")
+    print(f"trained (answer) tokens per example: {_quantiles(answers)}")
+    multi = sum(len(e.references) > 1 for e in data.examples)
+    if multi:
+        print(f"rows with several references: {multi}")
+
+
+def cmd_data_demo(args: argparse.Namespace) -> None:
+    from lmtune.data.demo import write_demo_data
+
+    train, held_out = write_demo_data(args.folder, args.train_rows, args.eval_rows, args.seed)
+    print(f"wrote {train} and {held_out}")
+
+
+def _quantiles(values: list[int]) -> str:
+    def q(p: float) -> int:
+        return values[min(len(values) - 1, int(p * len(values)))]
+
+    return f"min {values[0]}, p50 {q(0.5)}, p90 {q(0.9)}, p99 {q(0.99)}, max {values[-1]}"
+
+
+def _model_and_encoder(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Model + tokenizer + the prompt layout it was trained with (from a run folder's config.yaml)."""
+    from lmtune.config import ModelConfig, read_yaml
+    from lmtune.data.encode import Encoder
+    from lmtune.models import load_model
+
+    data_cfg: dict[str, Any] = {}
+    run_config = Path(args.model) / "config.yaml"
+    if run_config.is_file():
+        data_cfg = read_yaml(run_config).get("data", {}) or {}
+    model, tokenizer, _ = load_model(ModelConfig(name=args.model))
+    encoder = Encoder(
+        tokenizer,
+        template=args.template or data_cfg.get("template", "auto"),
+        system_prompt=args.system_prompt if args.system_prompt is not None else data_cfg.get("system_prompt"),
+        max_length=data_cfg.get("max_length", 2048),
+    )
+    return model, tokenizer, encoder
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmtune import __version__
+    from lmtune.config import DATA_FORMATS, EMBEDDED_MODEL
+
+    p = argparse.ArgumentParser(prog="lmtune", description="Fine-tune a causal language model and measure the gain.")
+    p.add_argument("--version", action="version", version=f"lmtune {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    t = verbs.add_parser("train", help="fine-tune, evaluate before and after, write the run folder")
+    t.add_argument("config", help="YAML run config (see configs/demo.yaml)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.max_steps=20 (repeatable)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in training.output_dir")
+    t.set_defaults(func=cmd_train)
+
+    def model_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", default=EMBEDDED_MODEL, help=f"run folder, HF folder, .gguf file or hub id (default {EMBEDDED_MODEL})")
+        sp.add_argument("--max-new-tokens", type=int, default=128)
+        sp.add_argument("--template", choices=("auto", "chat", "plain"), default=None, help="prompt layout (default: the run's, else auto)")
+        sp.add_argument("--system-prompt", default=None, help="system message for the chat layout")
+
+    e = verbs.add_parser("eval", help="evaluate a model or run folder on a dataset")
+    model_options(e)
+    e.add_argument("--data", required=True, help="JSONL / JSON / CSV file")
+    e.add_argument("--format", choices=DATA_FORMATS, default="auto")
+    e.add_argument("--metrics", default="perplexity,bleu,rouge", help="comma-separated (default: all)")
+    e.add_argument("--max-samples", type=int, default=200, help="rows generated for (BLEU/ROUGE)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--output", help="write metrics here (JSON) and predictions next to it")
+    e.set_defaults(func=cmd_eval)
+
+    g = verbs.add_parser("generate", help="one answer from a model or run folder")
+    model_options(g)
+    g.add_argument("--prompt", required=True)
+    g.set_defaults(func=cmd_generate)
+
+    d = verbs.add_parser("data", help="check a dataset, or write the demo data")
+    dv = d.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    c = dv.add_parser("check", help="validate a dataset and print its statistics")
+    c.add_argument("file")
+    c.add_argument("--format", choices=DATA_FORMATS, default="auto")
+    c.add_argument("--model", default=EMBEDDED_MODEL, help="tokenizer used for token counts")
+    c.set_defaults(func=cmd_data_check)
+    m = dv.add_parser("demo", help="write the generated demo task (weather record -> one sentence)")
+    m.add_argument("folder", nargs="?", default=DEMO_DATA)
+    m.add_argument("--train-rows", type=int, default=600)
+    m.add_argument("--eval-rows", type=int, default=60)
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_data_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries(args.debug)
+    try:
+        args.func(args)
+    except LmtuneError as e:
+        if args.debug:
+            raise
+        print(f"lmtune: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lmtune: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _quiet_libraries(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s")
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        for name in ("transformers", "peft", "accelerate", "datasets", "httpx", "urllib3", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # Deprecation notices from inside the libraries are for their maintainers, not our users.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""One YAML file describes a run: YAML -> validated, typed `RunConfig`.
+
+Every section is a pydantic model that forbids unknown keys, so a typo fails
+loudly with the closest valid key instead of silently taking a default.  Keys
+under ``training`` keep the names of ``transformers.TrainingArguments``; any
+other TrainingArguments field is accepted and passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmtune.errors import ConfigError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+METRICS = ("perplexity", "bleu", "rouge")
+DATA_FORMATS = ("auto", "text", "prompt_completion", "input_output", "alpaca", "messages")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which foundation model to start from."""
+
+    name: str = EMBEDDED_MODEL
+    """Hub id (e.g. ``gpt2``), a local Hugging Face folder, a ``.gguf`` file, or the embedded default."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    trust_remote_code: bool = False
+    """Run modelling code shipped with a hub model. Off unless you trust its authors."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the weights are loaded in; mixed precision is ``training.bf16``/``fp16``."""
+
+
+class LoraConfig(_Section):
+    """LoRA settings (PEFT ``LoraConfig``), used when ``method: lora``."""
+
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = "all-linear"
+    """Module names to adapt; ``all-linear`` adapts every linear layer but the output head; null
+    takes PEFT's default for the architecture (e.g. q_proj/v_proj for Llama)."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class DataConfig(_Section):
+    """Where the task data is and how it becomes training examples."""
+
+    train: str
+    """JSONL, JSON or CSV file with the training rows."""
+    eval: str | None = None
+    """Held-out file; without it ``val_fraction`` of ``train`` is split off (seeded)."""
+    format: Literal[DATA_FORMATS] = "auto"  # type: ignore[valid-type]
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_length: int = Field(512, gt=0)
+    """Examples are truncated to this many tokens."""
+    train_on_prompt: bool = False
+    """Train on prompt tokens too (by default only answer tokens carry labels)."""
+    template: Literal["auto", "chat", "plain"] = "auto"
+    """``chat`` uses the tokenizer's chat template, ``plain`` the documented
+    ``### Instruction / ### Response`` layout; ``auto`` takes chat when the tokenizer has one."""
+    system_prompt: str | None = None
+    """System message put before every prompt in the chat layout (the template's default when null)."""
+
+
+class TrainingConfig(BaseModel):
+    """``transformers.TrainingArguments`` by their own names.
+
+    The fields below are validated here; any other TrainingArguments field is
+    passed through as given.  ``warmup_ratio`` (removed from Transformers 5) is
+    accepted and passed on as a fractional ``warmup_steps``.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str = "runs/lmtune"
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: float = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    logging_steps: float = Field(10, gt=0)
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: float | None = Field(None, gt=0)
+    save_strategy: Literal["no", "steps", "epoch", "best"] = "steps"
+    save_steps: float = Field(500, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    report_to: str | list[str] = "none"
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_positive_or_unset(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be a positive number of steps, or -1 to train for num_train_epochs")
+        return v
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if v not in names:
+            raise ValueError(f"must be one of {', '.join(names)}{_did_you_mean(v, names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> TrainingConfig:
+        if self.warmup_ratio and self.warmup_steps:
+            raise ValueError("give warmup_ratio or warmup_steps, not both")
+        if self.bf16 and self.fp16:
+            raise ValueError("give bf16 or fp16, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _extras_are_training_arguments(self) -> TrainingConfig:
+        valid = _training_argument_names() | set(type(self).model_fields)
+        for key in self.model_extra or {}:
+            if key not in valid:
+                raise _UnknownKey(key, sorted(valid))
+        return self
+
+
+class EvalConfig(_Section):
+    """Evaluation before and after training on the held-out set."""
+
+    metrics: list[Literal[METRICS]] = list(METRICS)  # type: ignore[valid-type]
+    max_samples: int | None = Field(200, gt=0)
+    """Cap on held-out rows used for generation (BLEU/ROUGE); perplexity uses them all."""
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(16, gt=0)
+    """Prompts generated for at once (greedy decoding, left padding)."""
+    base: bool = True
+    """Also evaluate the model before fine-tuning, for the side-by-side table."""
+
+
+class RunConfig(_Section):
+    """A whole run: ``model``, ``method``, ``data``, ``training``, ``eval``, ``seed``."""
+
+    seed: int = 42
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: str = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from lmtune.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"must be one of {', '.join(METHODS)}{_did_you_mean(v, list(METHODS))}")
+        return v
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML run config, apply ``--set key.path=value`` overrides, validate.
+
+    Raises:
+        ConfigError: one line naming the file and the offending key(s).
+    """
+    where = str(path) if path else "config"
+    raw = read_yaml(Path(path)) if path else {}
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, where)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, method, data, ...), found {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """``training.max_steps=20`` -> raw["training"]["max_steps"] = 20 (value parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.max_steps=20")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors(include_url=False)]
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class _UnknownKey(ValueError):
+    def __init__(self, key: str, valid: list[str]):
+        self.key = key
+        super().__init__(f"unknown key{_did_you_mean(key, valid)}")
+
+
+@cache
+def _training_argument_names() -> frozenset[str]:
+    from transformers import TrainingArguments
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return f"{'.'.join(loc)}: unknown key{_did_you_mean(loc[-1], _fields_at(loc[:-1]))}"
+    if kind == "missing":
+        return f"{'.'.join(loc)}: required key is missing"
+    if kind == "value_error" and isinstance(unknown := err.get("ctx", {}).get("error"), _UnknownKey):
+        return f"{'.'.join(loc)}.{unknown.key}: {unknown}"
+    msg = msg.removeprefix("Value error, ")
+    found = err.get("input")
+    shown = "" if isinstance(found, dict) else f" (found {found!r})"
+    return f"{'.'.join(loc)}: {msg[0].lower() + msg[1:]}{shown}"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return list(model.model_fields)
+

@@ -1,0 +1,151 @@
+"""``lmtune train``: data -> model -> base eval -> method -> Trainer -> save -> eval -> report.
+
+Stages talk through files in the run folder (``training.output_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lmtune.config import RunConfig, dump_config
+from lmtune.data.encode import Encoder
+from lmtune.data.prepare import encode_all, load_task_data
+from lmtune.errors import ConfigError
+from lmtune.evaluate.run import evaluate_model, metric_settings
+from lmtune.methods import apply_method, count_parameters
+from lmtune.models import load_model
+from lmtune.report import markdown_report, text_table
+from lmtune.train import TRAIN_LOG, train
+
+logger = logging.getLogger(__name__)
+
+# Everything lmtune and Trainer/PEFT write into a run folder; --overwrite removes only these.
+RUN_FILES = (
+    "config.yaml", "metrics.json", TRAIN_LOG, "predictions_base.jsonl", "predictions_finetuned.jsonl",
+    "report.md", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
+    "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
+    "vocab.json", "merges.txt",
+)  # fmt: skip
+RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs")
+PACKAGES = ("lmtune", "torch", "transformers", "peft", "accelerate", "sacrebleu", "rouge-score")
+
+
+def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict[str, Any]:
+    """Run the whole pipeline; returns the contents of ``metrics.json``."""
+    out = Path(cfg.training.output_dir)
+    data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
+    prepare_run_folder(out, overwrite)
+
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    model, tokenizer, base = load_model(cfg.model)
+    encoder = Encoder(tokenizer, cfg.data.template, cfg.data.system_prompt, cfg.data.max_length, cfg.data.train_on_prompt)
+    train_rows = encode_all(encoder, data.train, cfg.data.train)
+    eval_rows = encode_all(encoder, data.eval, data.eval_source)
+    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    echo(f"data: {len(train_rows)} train / {len(data.eval)} held-out examples ({data.shape}, {encoder.template} layout)")
+
+    metrics: dict[str, Any] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    if cfg.eval.base:
+        echo("evaluating the base model ...")
+        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, data.eval, cfg)
+
+    model = apply_method(model, cfg)
+    trainable, total = count_parameters(model)
+    echo(f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+    echo("training ...")
+    result = train(model, tokenizer, train_rows, eval_rows, cfg)
+    trainer = result.pop("trainer")
+    trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
+    tokenizer.save_pretrained(out)
+
+    echo("evaluating the fine-tuned model ...")
+    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, data.eval, cfg)
+    metrics["train_time_s"] = result["train_time_s"]
+    metrics["run"] = {
+        "model": cfg.model.name,
+        "base_weights": base,
+        "method": cfg.method,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100 * trainable / total,
+        "train_examples": len(train_rows),
+        "eval_examples": len(data.eval),
+        "eval_source": data.eval_source,
+        **{k: v for k, v in result.items() if k != "train_time_s"},
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+    metrics["metric_settings"] = metric_settings()
+    write_outputs(out, metrics, predictions)
+    echo("")
+    echo(text_table(metrics))
+    echo(f"\nrun folder: {out}")
+    return metrics
+
+
+def _evaluate(model: Any, tokenizer: Any, encoder: Encoder, examples: list, cfg: RunConfig) -> tuple[dict, list]:
+    e = cfg.eval
+    return evaluate_model(model, tokenizer, encoder, examples, e.metrics, e.max_samples, e.max_new_tokens, e.batch_size)
+
+
+def prepare_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a folder that holds anything, unless --overwrite; then clear our own files only."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"training.output_dir: {out} is a file, not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        what = "a finished run" if (out / "metrics.json").exists() else "files"
+        raise ConfigError(
+            f"training.output_dir: {out} already holds {what}; pass --overwrite to replace the run, "
+            "or set another folder with --set training.output_dir=..."
+        )
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for pattern in RUN_GLOBS:
+        for path in out.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def write_outputs(out: Path, metrics: dict[str, Any], predictions: dict[str, list[dict[str, Any]]]) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    for name, rows in predictions.items():
+        write_jsonl(out / f"predictions_{name}.jsonl", rows)
+    side_by_side = [
+        {**ft, "base": b["prediction"]} for ft, b in zip(predictions["finetuned"], predictions.get("base", []), strict=False)
+    ] or predictions["finetuned"]
+    (out / "report.md").write_text(markdown_report(metrics, side_by_side), encoding="utf-8")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
