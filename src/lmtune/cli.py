@@ -128,14 +128,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = verbs.add_parser("train", help="fine-tune, evaluate before and after, write the run folder")
     t.add_argument("config", help="YAML run config (see configs/demo.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.max_steps=20 (repeatable)")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. training.max_steps=20 (repeatable)",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace the run already in training.output_dir")
     t.set_defaults(func=cmd_train)
 
     def model_options(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", default=EMBEDDED_MODEL, help=f"run folder, HF folder, .gguf file or hub id (default {EMBEDDED_MODEL})")
+        sp.add_argument(
+            "--model",
+            default=EMBEDDED_MODEL,
+            help=f"run folder, HF folder, .gguf file or hub id (default {EMBEDDED_MODEL})",
+        )
         sp.add_argument("--max-new-tokens", type=int, default=128)
-        sp.add_argument("--template", choices=("auto", "chat", "plain"), default=None, help="prompt layout (default: the run's, else auto)")
+        sp.add_argument(
+            "--template",
+            choices=("auto", "chat", "plain"),
+            default=None,
+            help="prompt layout (default: the run's, else auto)",
+        )
         sp.add_argument("--system-prompt", default=None, help="system message for the chat layout")
 
     e = verbs.add_parser("eval", help="evaluate a model or run folder on a dataset")
@@ -162,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_data_check)
     m = dv.add_parser("demo", help="write the generated demo task (weather record -> one sentence)")
     m.add_argument("folder", nargs="?", default=DEMO_DATA)
-    m.add_argument("--train-rows", type=int, default=600)
+    m.add_argument("--train-rows", type=int, default=480)
     m.add_argument("--eval-rows", type=int, default=60)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_data_demo)

@@ -135,6 +135,8 @@ class TrainingConfig(BaseModel):
     def _extras_are_training_arguments(self) -> TrainingConfig:
         valid = _training_argument_names() | set(type(self).model_fields)
         for key in self.model_extra or {}:
+            if key == "seed":
+                raise ValueError("training.seed: use the top-level 'seed' key, which seeds everything")
             if key not in valid:
                 raise _UnknownKey(key, sorted(valid))
         return self
@@ -204,7 +206,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (model, method, data, ...), found {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (model, method, data, ...), found {type(raw).__name__}"
+        )
     return raw
 
 
@@ -280,4 +284,3 @@ def _fields_at(loc: list[str]) -> list[str]:
     for part in loc:
         model = model.model_fields[part].annotation  # type: ignore[assignment]
     return list(model.model_fields)
-

@@ -47,11 +47,15 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
 
     set_seed(cfg.seed)
     model, tokenizer, base = load_model(cfg.model)
-    encoder = Encoder(tokenizer, cfg.data.template, cfg.data.system_prompt, cfg.data.max_length, cfg.data.train_on_prompt)
+    encoder = Encoder(
+        tokenizer, cfg.data.template, cfg.data.system_prompt, cfg.data.max_length, cfg.data.train_on_prompt
+    )
     train_rows = encode_all(encoder, data.train, cfg.data.train)
     eval_rows = encode_all(encoder, data.eval, data.eval_source)
     (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    echo(f"data: {len(train_rows)} train / {len(data.eval)} held-out examples ({data.shape}, {encoder.template} layout)")
+    echo(
+        f"data: {len(train_rows)} train / {len(data.eval)} held-out examples ({data.shape}, {encoder.template} layout)"
+    )
 
     metrics: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
@@ -121,9 +125,11 @@ def prepare_run_folder(out: Path, overwrite: bool) -> None:
 def write_outputs(out: Path, metrics: dict[str, Any], predictions: dict[str, list[dict[str, Any]]]) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     for name, rows in predictions.items():
-        write_jsonl(out / f"predictions_{name}.jsonl", rows)
+        if rows:  # none when only perplexity was asked for
+            write_jsonl(out / f"predictions_{name}.jsonl", rows)
     side_by_side = [
-        {**ft, "base": b["prediction"]} for ft, b in zip(predictions["finetuned"], predictions.get("base", []), strict=False)
+        {**ft, "base": b["prediction"]}
+        for ft, b in zip(predictions["finetuned"], predictions.get("base", []), strict=False)
     ] or predictions["finetuned"]
     (out / "report.md").write_text(markdown_report(metrics, side_by_side), encoding="utf-8")
 

@@ -32,7 +32,9 @@ def _cells(m: dict[str, Any], time_s: float | None) -> list[str]:
 def text_table(metrics: dict[str, Any]) -> str:
     rows = [list(COLUMNS), *table_rows(metrics)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -42,7 +44,9 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def markdown_report(metrics: dict[str, Any], predictions: list[dict[str, Any]] | None = None, n_samples: int = 5) -> str:
+def markdown_report(
+    metrics: dict[str, Any], predictions: list[dict[str, Any]] | None = None, n_samples: int = 5
+) -> str:
     """``report.md``: the table, stopping behaviour, and a few answers side by side."""
     parts = ["# lmtune run report", "", markdown_table(metrics), ""]
     run = metrics.get("run", {})

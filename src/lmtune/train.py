@@ -25,9 +25,27 @@ def training_arguments(cfg: RunConfig) -> Any:
         args["warmup_steps"] = ratio
     args.setdefault("remove_unused_columns", False)  # our rows hold exactly what the model takes
     args.setdefault("disable_tqdm", not sys.stderr.isatty())  # plain log lines when not on a terminal
+    args.setdefault("dataloader_pin_memory", _has_accelerator())
+    if "activation_checkpointing" in _argument_names():
+        # Transformers 5 renamed it; the config keeps the name users know.
+        args["activation_checkpointing"] = args.pop("gradient_checkpointing")
     args["seed"] = cfg.seed
     args["data_seed"] = args.get("data_seed", cfg.seed)
     return TrainingArguments(**args)
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def _argument_names() -> set[str]:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
 def train(

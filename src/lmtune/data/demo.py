@@ -19,22 +19,44 @@ CITIES = (
 )  # fmt: skip
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 WINDS = ("calm", "light", "moderate", "strong")
-# condition -> (range of highs, sentence pattern)
+# condition -> (range of highs, two sentence patterns).  Which of the two a row
+# uses is random, so no model can score a perfect BLEU: the numbers stay honest.
 CONDITIONS = {
-    "sunny": ((14, 34), "{day} in {city} will be sunny, with a high of {high}°C, a low of {low}°C and {wind} winds."),
-    "partly cloudy": ((8, 28), "{day} in {city} will be partly cloudy, with a high of {high}°C, a low of {low}°C and {wind} winds."),
-    "light rain": ((4, 22), "Expect light rain in {city} on {day}; temperatures range from {low}°C to {high}°C with {wind} winds."),
-    "heavy rain": ((4, 22), "Expect heavy rain in {city} on {day}; temperatures range from {low}°C to {high}°C with {wind} winds."),
-    "thunderstorms": ((16, 32), "Thunderstorms hit {city} on {day}, so stay indoors; it will be {low}°C to {high}°C with {wind} winds."),
-    "snow": ((-8, 3), "{city} gets snow on {day}: a high of {high}°C, a low of {low}°C and {wind} winds."),
-    "fog": ((2, 14), "Fog covers {city} on {day}; drive carefully, between {low}°C and {high}°C with {wind} winds."),
+    "sunny": ((14, 34), (
+        "{day} in {city} will be sunny, with a high of {high}°C, a low of {low}°C and {wind} winds.",
+        "Sunshine all day in {city} on {day}: {low}°C to {high}°C, {wind} winds.",
+    )),
+    "partly cloudy": ((8, 28), (
+        "{day} in {city} will be partly cloudy, with a high of {high}°C, a low of {low}°C and {wind} winds.",
+        "Some clouds over {city} on {day}, from {low}°C up to {high}°C, with {wind} winds.",
+    )),
+    "light rain": ((4, 22), (
+        "Expect light rain in {city} on {day}; temperatures range from {low}°C to {high}°C with {wind} winds.",
+        "A few showers in {city} on {day}; take an umbrella, {low}°C to {high}°C and {wind} winds.",
+    )),
+    "heavy rain": ((4, 22), (
+        "Expect heavy rain in {city} on {day}; temperatures range from {low}°C to {high}°C with {wind} winds.",
+        "Downpours soak {city} on {day}; {low}°C to {high}°C, {wind} winds, flooding possible.",
+    )),
+    "thunderstorms": ((16, 32), (
+        "Thunderstorms hit {city} on {day}, so stay indoors; it will be {low}°C to {high}°C with {wind} winds.",
+        "Storm warning for {city} on {day}: thunder, lightning, {low}°C to {high}°C and {wind} winds.",
+    )),
+    "snow": ((-8, 3), (
+        "{city} gets snow on {day}: a high of {high}°C, a low of {low}°C and {wind} winds.",
+        "Snowfall in {city} on {day}, staying between {low}°C and {high}°C with {wind} winds.",
+    )),
+    "fog": ((2, 14), (
+        "Fog covers {city} on {day}; drive carefully, between {low}°C and {high}°C with {wind} winds.",
+        "Thick fog in {city} on {day}, {low}°C to {high}°C and {wind} winds; visibility is poor.",
+    )),
 }  # fmt: skip
 INSTRUCTION = "Write a one-sentence weather forecast for this record."
 
 
 def make_row(rng: random.Random) -> dict[str, str]:
     condition = rng.choice(list(CONDITIONS))
-    (lo, hi), pattern = CONDITIONS[condition]
+    (lo, hi), patterns = CONDITIONS[condition]
     high = rng.randint(lo, hi)
     fields = {
         "city": rng.choice(CITIES),
@@ -45,11 +67,11 @@ def make_row(rng: random.Random) -> dict[str, str]:
         "wind": rng.choice(WINDS),
     }
     record = " | ".join(f"{k}: {v}" for k, v in fields.items())
-    sentence = pattern.format(**fields)
+    sentence = rng.choice(patterns).format(**fields)
     return {"prompt": f"{INSTRUCTION}\n{record}", "completion": sentence}
 
 
-def write_demo_data(folder: str | Path, n_train: int = 600, n_eval: int = 60, seed: int = 0) -> tuple[Path, Path]:
+def write_demo_data(folder: str | Path, n_train: int = 480, n_eval: int = 60, seed: int = 0) -> tuple[Path, Path]:
     """Write ``train.jsonl`` and ``eval.jsonl`` (prompt/completion rows); no prompt appears in both."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

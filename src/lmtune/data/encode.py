@@ -85,9 +85,7 @@ class Encoder:
         return ({"role": "system", "content": self.system_prompt}, *messages)
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
-        )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
     def _chat_segments(self, messages: list[dict[str, str]]) -> list[Segment]:
         out: list[Segment] = []

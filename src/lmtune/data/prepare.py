@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmtune.config import DataConfig
 from lmtune.data.encode import IGNORE, Encoder
@@ -21,6 +22,10 @@ class TaskData:
 
 def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     """Read (and validate) the data before any model is loaded, so bad data fails fast."""
+    for key in ("train", "eval"):
+        path = getattr(cfg, key)
+        if path and not Path(path).exists():
+            raise DataError(f"data.{key}: {path}: no such file (relative paths start from the current folder)")
     train = read_examples(cfg.train, cfg.format)
     if cfg.eval:
         held_out = read_examples(cfg.eval, cfg.format)

@@ -8,7 +8,9 @@ from typing import Any
 from lmtune.data.collate import PadCollator
 
 
-def perplexity(model: Any, encoded: list[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8) -> dict[str, float]:
+def perplexity(
+    model: Any, encoded: list[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8
+) -> dict[str, float]:
     """Σ NLL / Σ scored tokens over the whole set, then exp — never a mean of batch means.
 
     Only positions whose label is not -100 are scored: the answer tokens, or every
@@ -33,7 +35,9 @@ def perplexity(model: Any, encoded: list[dict[str, list[int]]], pad_token_id: in
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             # position t predicts token t+1
             logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # (B, T-1, V), (B, T-1)
-            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum")
+            nll = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             total_nll += nll.item()
             total_tokens += int((labels != -100).sum())
     model.train(was_training)

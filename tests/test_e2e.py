@@ -1,0 +1,52 @@
+"""End to end on the real embedded SmolLM2-135M-Instruct, through the CLI (tens of seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import REPO_ROOT
+
+from lmtune.cli import main
+
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+
+@pytest.mark.slow
+def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
+    data = tmp_path / "demo"
+    assert main(["data", "demo", str(data), "--train-rows", "48", "--eval-rows", "12"]) == 0
+    out = tmp_path / "run"
+    argv = ["train", str(DEMO_CONFIG)]
+    for setting in (
+        "training.max_steps=3",
+        f"data.train={data / 'train.jsonl'}",
+        f"data.eval={data / 'eval.jsonl'}",
+        "eval.max_samples=4",
+        "eval.max_new_tokens=16",
+        f"training.output_dir={out}",
+    ):
+        argv += ["--set", setting]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "finetuned" in printed and f"run folder: {out}" in printed
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    base, finetuned = metrics["base"], metrics["finetuned"]
+    assert finetuned["perplexity"] < base["perplexity"]
+    assert metrics["run"]["steps"] == 3
+    assert metrics["run"]["method"] == "lora"
+    assert metrics["run"]["base_weights"] == str(embedded_dir)
+    for m in (base, finetuned):
+        assert m["generation"]["samples"] == 4
+        assert len(m["bleu"]["precisions"]) == 4
+        assert set(m["rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+
+    # the adapter loads with plain PEFT, no lmtune involved; its base is the cached HF copy
+    from peft import AutoPeftModelForCausalLM, PeftModel
+
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(embedded_dir)
+    model = AutoPeftModelForCausalLM.from_pretrained(out)
+    assert isinstance(model, PeftModel)
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == metrics["run"]["trainable_params"]
