@@ -204,6 +204,9 @@ def _quiet_libraries(debug: bool) -> None:
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # e.g. GGUF conversion; lmtune logs its own line instead
         for name in ("transformers", "peft", "accelerate", "datasets", "httpx", "urllib3", "absl"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Deprecation notices from inside the libraries are for their maintainers, not our users.

@@ -56,7 +56,7 @@ def markdown_report(
             f"trainable parameters: {run.get('trainable_params', 0):,} of {run.get('total_params', 0):,} "
             f"({run.get('trainable_percent', 0):.2f}%)",
             f"- training: {run.get('steps')} steps, {metrics.get('train_time_s', 0):.1f} s, "
-            f"final train loss {run.get('train_loss', float('nan')):.4f}",
+            f"mean train loss {run.get('train_loss', float('nan')):.4f}",
             f"- held-out set: {run.get('eval_source')}",
         ]
     for name in ("base", "finetuned"):
