@@ -62,22 +62,43 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_data_check(args: argparse.Namespace) -> None:
-    from lmtune.data.encode import IGNORE, Encoder
-    from lmtune.data.formats import read_examples
+    from lmtune.config import DataConfig, load_config
+    from lmtune.data.cache import tokenize_cached
+    from lmtune.data.encode import Encoder
+    from lmtune.data.prepare import load_task_data, summary
     from lmtune.models import load_tokenizer, resolve
+    from lmtune.pipeline import write_data_report
 
-    data = read_examples(args.file, args.format)
-    print(f"{args.file}: {len(data.examples)} rows, format {data.shape}")
-    tokenizer = load_tokenizer(resolve(args.model))
-    encoder = Encoder(tokenizer, max_length=10**9)
-    encoded = [encoder.encode(e) for e in data.examples]
-    lengths = sorted(len(e["input_ids"]) for e in encoded)
-    answers = sorted(sum(label != IGNORE for label in e["labels"]) for e in encoded)
-    print(f"tokens per example ({encoder.template} layout, {args.model}): {_quantiles(lengths)}")
-    print(f"trained (answer) tokens per example: {_quantiles(answers)}")
-    multi = sum(len(e.references) > 1 for e in data.examples)
-    if multi:
-        print(f"rows with several references: {multi}")
+    if args.config:
+        cfg = load_config(args.config, args.set or [])
+        data_cfg, seed, model = cfg.data, cfg.seed, cfg.model.name
+    elif args.file:
+        data_cfg, seed, model = DataConfig(train=args.file, format=args.format), 42, args.model
+    else:
+        raise LmtuneError("data check: give a FILE or --config CONFIG.yaml")
+    out = Path(args.output)
+    _refuse_foreign_file(out)
+    data = load_task_data(data_cfg, seed)
+    tokenizer = load_tokenizer(resolve(args.model if args.file else model))
+    encoder = Encoder(
+        tokenizer, data_cfg.template, data_cfg.system_prompt, data_cfg.max_length, data_cfg.train_on_prompt
+    )
+    tokenize_cached(encoder, data, data_cfg, seed)
+    print(summary(data.report))
+    write_data_report(out, data.report)
+    print(f"report: {out}")
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Only ever replace a data report lmtune wrote itself."""
+    if not path.exists():
+        return
+    try:
+        ours = "lmtune_data_report" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise LmtuneError(f"--output {path}: exists and is not an lmtune data report; choose another path")
 
 
 def cmd_data_demo(args: argparse.Namespace) -> None:
@@ -85,13 +106,6 @@ def cmd_data_demo(args: argparse.Namespace) -> None:
 
     train, held_out = write_demo_data(args.folder, args.train_rows, args.eval_rows, args.seed)
     print(f"wrote {train} and {held_out}")
-
-
-def _quantiles(values: list[int]) -> str:
-    def q(p: float) -> int:
-        return values[min(len(values) - 1, int(p * len(values)))]
-
-    return f"min {values[0]}, p50 {q(0.5)}, p90 {q(0.9)}, p99 {q(0.99)}, max {values[-1]}"
 
 
 def _model_and_encoder(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -169,10 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verbs.add_parser("data", help="check a dataset, or write the demo data")
     dv = d.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
-    c = dv.add_parser("check", help="validate a dataset and print its statistics")
-    c.add_argument("file")
+    c = dv.add_parser("check", help="validate, clean and split a dataset; print and write its data report")
+    c.add_argument("file", nargs="?", help="a data file or folder (or use --config)")
+    c.add_argument("--config", help="check the data section of a run config instead")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (with --config)")
     c.add_argument("--format", choices=DATA_FORMATS, default="auto")
-    c.add_argument("--model", default=EMBEDDED_MODEL, help="tokenizer used for token counts")
+    c.add_argument("--model", default=EMBEDDED_MODEL, help="tokenizer used for token counts (with FILE)")
+    c.add_argument("--output", default="data_report.json", help="where to write the report (JSON)")
     c.set_defaults(func=cmd_data_check)
     m = dv.add_parser("demo", help="write the generated demo task (weather record -> one sentence)")
     m.add_argument("folder", nargs="?", default=DEMO_DATA)
@@ -196,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

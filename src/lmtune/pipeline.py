@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import RunConfig, dump_config
+from lmtune.data.cache import tokenize_cached
 from lmtune.data.encode import Encoder
-from lmtune.data.prepare import encode_all, load_task_data
+from lmtune.data.formats import Example
+from lmtune.data.prepare import load_task_data, summary
 from lmtune.errors import ConfigError
 from lmtune.evaluate.run import evaluate_model, metric_settings
 from lmtune.methods import apply_method, count_parameters
@@ -26,8 +28,10 @@ from lmtune.train import TRAIN_LOG, train
 logger = logging.getLogger(__name__)
 
 # Everything lmtune and Trainer/PEFT write into a run folder; --overwrite removes only these.
+DATA_REPORT = "data_report.json"
 RUN_FILES = (
-    "config.yaml", "metrics.json", TRAIN_LOG, "predictions_base.jsonl", "predictions_finetuned.jsonl",
+    DATA_REPORT, "test.jsonl", "config.yaml", "metrics.json", TRAIN_LOG,
+    "predictions_base.jsonl", "predictions_finetuned.jsonl",
     "report.md", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
     "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
@@ -47,21 +51,25 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
 
     set_seed(cfg.seed)
     model, tokenizer, base = load_model(cfg.model)
-    encoder = Encoder(
-        tokenizer, cfg.data.template, cfg.data.system_prompt, cfg.data.max_length, cfg.data.train_on_prompt
-    )
-    train_rows = encode_all(encoder, data.train, cfg.data.train)
-    eval_rows = encode_all(encoder, data.eval, data.eval_source)
+    d = cfg.data
+    encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
+    tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
+    train_rows, eval_rows, eval_examples = tokens.train, tokens.eval, tokens.eval_examples
     (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    write_data_report(out / DATA_REPORT, data.report)
+    if data.test:
+        write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])
+    echo(summary(data.report))
     echo(
-        f"data: {len(train_rows)} train / {len(data.eval)} held-out examples ({data.shape}, {encoder.template} layout)"
+        f"data: {len(train_rows)} train / {len(eval_examples)} held-out examples "
+        f"({data.shape}, {encoder.template} layout{', tokens from cache' if cached else ''})"
     )
 
     metrics: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     if cfg.eval.base:
         echo("evaluating the base model ...")
-        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, data.eval, cfg)
+        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
 
     model = apply_method(model, cfg)
     trainable, total = count_parameters(model)
@@ -73,7 +81,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     tokenizer.save_pretrained(out)
 
     echo("evaluating the fine-tuned model ...")
-    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, data.eval, cfg)
+    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
     metrics["train_time_s"] = result["train_time_s"]
     metrics["run"] = {
         "model": cfg.model.name,
@@ -83,7 +91,8 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         "total_params": total,
         "trainable_percent": 100 * trainable / total,
         "train_examples": len(train_rows),
-        "eval_examples": len(data.eval),
+        "eval_examples": len(eval_examples),
+        "tasks": sorted(data.report["tasks"]),
         "eval_source": data.eval_source,
         **{k: v for k, v in result.items() if k != "train_time_s"},
         "versions": versions(),
@@ -132,6 +141,18 @@ def write_outputs(out: Path, metrics: dict[str, Any], predictions: dict[str, lis
         for ft, b in zip(predictions["finetuned"], predictions.get("base", []), strict=False)
     ] or predictions["finetuned"]
     (out / "report.md").write_text(markdown_report(metrics, side_by_side), encoding="utf-8")
+
+
+def write_data_report(path: Path, report: dict[str, Any]) -> None:
+    path.write_text(
+        json.dumps({"lmtune_data_report": 1, **report}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def example_row(ex: Example) -> dict[str, Any]:
+    """An example back as a row lmtune reads (``messages`` or ``text``), with its task and origin."""
+    body: dict[str, Any] = {"text": ex.text} if ex.text is not None else {"messages": list(ex.messages)}
+    return {**body, "task": ex.task, "source": ex.source}
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -29,8 +29,8 @@ class PadCollator:
         for f in features:
             n = len(f["input_ids"])
             pad = width - n
-            ids.append(f["input_ids"] + [self.pad_token_id] * pad)
-            labels.append(f.get("labels", f["input_ids"]) + [IGNORE] * pad)
+            ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
+            labels.append(list(f.get("labels", f["input_ids"])) + [IGNORE] * pad)
             mask.append([1] * n + [0] * pad)
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),

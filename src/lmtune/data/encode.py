@@ -130,15 +130,17 @@ class Encoder:
         special = first and self.template == "plain"
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def encode(self, example: Example) -> dict[str, list[int]]:
-        """``input_ids`` and ``labels`` (-100 where no loss is taken), cut at ``max_length``."""
+    def encode(self, example: Example, truncate: bool = True) -> dict[str, list[int]]:
+        """``input_ids`` and ``labels`` (-100 where no loss is taken), cut at ``max_length`` if ``truncate``."""
         input_ids: list[int] = []
         labels: list[int] = []
         for i, seg in enumerate(self.segments(example)):
             ids = self._ids(seg.text, first=i == 0)
             input_ids += ids
             labels += ids if (seg.trained or self.train_on_prompt) else [IGNORE] * len(ids)
-        return {"input_ids": input_ids[: self.max_length], "labels": labels[: self.max_length]}
+        if truncate:
+            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+        return {"input_ids": input_ids, "labels": labels}
 
     def prompt_ids(self, example: Example) -> list[int]:
         """Tokens the model is given to generate the final answer (everything before it)."""

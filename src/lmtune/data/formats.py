@@ -8,7 +8,13 @@ Shapes (detected from the first row's keys, or named by ``data.format``):
 ``input_output``    ``{"input": "...", "output": "..."}``
 ``alpaca``          ``{"instruction": "...", "input": "...", "output": "..."}`` (``input`` may be empty)
 ``messages``        ``{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}``
+``sharegpt``        ``{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}``
+``cot``             ``{"question": "...", "rationale": "...", "answer": "..."}`` — the model learns
+                    to write its reasoning, then ``Answer: <answer>``
 ==================  =====================================================
+
+Any row may carry a ``system`` field: a system message for that row.  Field
+names can be mapped (``data.columns: {prompt: question}``) before detection.
 
 In evaluation data the answer (``completion`` / ``output`` / last assistant
 ``content``) may be a list of strings: several references for one prompt.
@@ -20,7 +26,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,15 @@ from lmtune.errors import DataError
 
 MAX_ERRORS = 10
 ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+COT_ANSWER = "{rationale}\n\nAnswer: {answer}"
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 # shape -> the fields that identify it, in detection order (alpaca before input_output).
 SHAPES: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "cot": ("question", "rationale", "answer"),
     "text": ("text",),
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
@@ -51,6 +62,8 @@ class Example:
     messages: tuple[dict[str, str], ...] = ()
     text: str | None = None
     references: tuple[str, ...] = field(default=())
+    task: str = ""
+    source: str = ""  # "file:line", for reports that point at rows
 
     @property
     def prompt(self) -> str:
@@ -65,51 +78,81 @@ class Dataset:
     examples: list[Example]
 
 
-def read_examples(path: str | Path, shape: str = "auto") -> Dataset:
-    """Read and validate every row of a JSONL / JSON / CSV file.
+def read_examples(
+    path: str | Path,
+    shape: str = "auto",
+    columns: dict[str, str] | None = None,
+    task: str | None = None,
+    split: str = "train",
+    subset: str | None = None,
+) -> Dataset:
+    """Read and validate every row of a file, a folder of files, or a hub dataset.
+
+    Rows are streamed: only the resulting examples are kept in memory.
 
     Raises:
         DataError: ``file:line: field 'x': what was expected, what was found``;
             up to ``MAX_ERRORS`` problems are collected in one message.
     """
     path = Path(path)
-    rows = list(_read_rows(path))
-    if not rows:
-        raise DataError(f"{path}: no rows (the file is empty or holds only blank lines)")
-    if shape == "auto":
-        shape = detect_shape(path, *rows[0])
+    task = task or path.stem
     errors: list[str] = []
     examples: list[Example] = []
-    for line, row in rows:
+    for where, line, row in _rows_of(path, split, subset):
+        if columns:
+            row = _map_columns(row, columns)
+        if shape == "auto":
+            shape = detect_shape(where, line, row)
         try:
-            examples.append(to_example(row, shape))
+            row_task = row.get("task") if isinstance(row.get("task"), str) and row.get("task") else task
+            examples.append(replace(to_example(row, shape), task=row_task, source=f"{where}:{line}"))
         except _RowError as e:
-            errors.append(f"{path}:{line}: {e}")
+            errors.append(f"{where}:{line}: {e}")
             if len(errors) >= MAX_ERRORS:
                 break
     if errors:
         more = f" (and more; first {MAX_ERRORS} shown)" if len(errors) >= MAX_ERRORS else ""
         raise DataError("; ".join(errors) + more)
+    if not examples:
+        raise DataError(f"{path}: no rows (the file is empty or holds only blank lines)")
     return Dataset(path, shape, examples)
 
 
-def detect_shape(path: Path, line: int, row: dict[str, Any]) -> str:
+def _map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """``{prompt: question}`` -> the row's ``question`` field is read as ``prompt``."""
+    mapped = {k: v for k, v in row.items() if k not in columns.values()}
+    for ours, theirs in columns.items():
+        if theirs in row:
+            mapped[ours] = row[theirs]
+    return mapped
+
+
+def detect_shape(path: Path | str, line: int, row: dict[str, Any]) -> str:
     for shape, keys in SHAPES.items():
         if all(k in row for k in keys):
             return shape
     found = ", ".join(map(repr, row)) or "no fields"
     raise DataError(
         f"{path}:{line}: cannot tell the data shape from fields {found}; expected one of "
-        "text | prompt+completion | input+output | instruction+output | messages"
+        "text | prompt+completion | input+output | instruction+output | messages | conversations | "
+        "question+rationale+answer (map other names with data.columns)"
     )
 
 
 def to_example(row: dict[str, Any], shape: str) -> Example:
     if shape == "text":
-        return Example(text=_text(row, "text"))
-    if shape == "messages":
-        return _messages_example(row)
-    if shape == "alpaca":
+        return Example(text=_text(row, "text", allow_empty=True))
+    system = _text(row, "system", required=False)
+    if shape in ("messages", "sharegpt"):
+        example = _messages_example(row) if shape == "messages" else _messages_example(_from_sharegpt(row))
+        if system and example.messages[0]["role"] != "system":
+            example = replace(example, messages=({"role": "system", "content": system}, *example.messages))
+        return example
+    if shape == "cot":
+        prompt = _text(row, "question")
+        rationale, answer = _text(row, "rationale", allow_empty=True), _text(row, "answer", allow_empty=True)
+        answers = (COT_ANSWER.format(rationale=rationale.strip(), answer=answer.strip()) if answer.strip() else "",)
+    elif shape == "alpaca":
         instruction, extra = _text(row, "instruction"), _text(row, "input", required=False)
         prompt = f"{instruction}\n\n{extra}" if extra else instruction
         answers = _answers(row, "output")
@@ -120,7 +163,29 @@ def to_example(row: dict[str, Any], shape: str) -> Example:
     else:  # the config validated the name; this guards programmatic callers
         raise ValueError(f"unknown data shape {shape!r}")
     turns = ({"role": "user", "content": prompt}, {"role": "assistant", "content": answers[0]})
+    if system:
+        turns = ({"role": "system", "content": system}, *turns)
     return Example(messages=turns, references=answers)
+
+
+def _from_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise _RowError(
+            f"field 'conversations': expected a non-empty list of {{from, value}}, found {_describe(turns)}"
+        )
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise _RowError(f"field 'conversations[{i}]': expected {{from, value}}, found {_describe(turn)}")
+        role = SHAREGPT_ROLES.get(turn["from"])
+        if role is None:
+            known = ", ".join(SHAREGPT_ROLES)
+            raise _RowError(
+                f"field 'conversations[{i}].from': unknown speaker {turn['from']!r} (expected one of {known})"
+            )
+        messages.append({"role": role, "content": turn["value"]})
+    return {"messages": messages}
 
 
 # --------------------------------------------------------------------------- fields
@@ -138,7 +203,7 @@ def _describe(value: Any) -> str:
     )
 
 
-def _text(row: dict[str, Any], key: str, required: bool = True) -> str:
+def _text(row: dict[str, Any], key: str, required: bool = True, allow_empty: bool = False) -> str:
     if key not in row:
         if required:
             raise _RowError(f"field '{key}': missing")
@@ -146,7 +211,7 @@ def _text(row: dict[str, Any], key: str, required: bool = True) -> str:
     value = row[key]
     if not isinstance(value, str):
         raise _RowError(f"field '{key}': expected text, found {_describe(value)}")
-    if required and not value.strip():
+    if required and not allow_empty and not value.strip():
         raise _RowError(f"field '{key}': empty text")
     return value
 
@@ -157,7 +222,8 @@ def _answers(row: dict[str, Any], key: str) -> tuple[str, ...]:
         if not value or not all(isinstance(v, str) and v.strip() for v in value):
             raise _RowError(f"field '{key}': a list of references must hold non-empty texts")
         return tuple(value)
-    return (_text(row, key),)
+    # An empty answer is not an error: cleaning drops it and counts it (data_report.json).
+    return (_text(row, key, allow_empty=True),)
 
 
 def _messages_example(row: dict[str, Any]) -> Example:
@@ -176,7 +242,7 @@ def _messages_example(row: dict[str, Any]) -> Example:
         if role == "assistant" and i == len(turns) - 1 and isinstance(content, list):
             answers = _answers(turn, "content")  # several references for the final answer
             content = answers[0]
-        elif not isinstance(content, str) or not content.strip():
+        elif not isinstance(content, str) or (role != "assistant" and not content.strip()):
             raise _RowError(f"{where}.content': expected non-empty text, found {_describe(content)!s}")
         clean.append({"role": role, "content": content})
     if clean[-1]["role"] != "assistant":
@@ -187,19 +253,75 @@ def _messages_example(row: dict[str, Any]) -> Example:
 # --------------------------------------------------------------------------- files
 
 
+def _rows_of(path: Path, split: str, subset: str | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(where, line, row) from a file, every data file of a folder, or a hub dataset."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: folder holds no {' / '.join(FILE_SUFFIXES)} files")
+        for file in files:
+            for line, row in _read_rows(file):
+                yield str(file), line, row
+    elif path.exists() or path.suffix.lower() in FILE_SUFFIXES or str(path).startswith((".", "/", "~")):
+        for line, row in _read_rows(path):
+            yield str(path), line, row
+    else:
+        name = path.as_posix()
+        for i, row in enumerate(_hub_rows(name, split, subset), start=1):
+            yield f"{name}[{split}]", i, row
+
+
 def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) for every non-blank row of a JSONL, JSON or CSV file."""
+    """(line number, row) for every non-blank row of a JSONL, JSON, CSV or Parquet file."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; give a .jsonl, .json or .csv file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         yield from _csv_rows(path)
     elif suffix == ".json":
         yield from _json_rows(path)
+    elif suffix == ".parquet":
+        yield from _parquet_rows(path)
     else:
         yield from _jsonl_rows(path)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own error kinds
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    line = 0
+    for batch in reader.iter_batches(batch_size=4096):  # streamed, never the whole table
+        for row in batch.to_pylist():
+            line += 1
+            yield line, row
+
+
+def _hub_rows(name: str, split: str, subset: str | None) -> Iterator[dict[str, Any]]:
+    """Rows of a hub dataset through ``datasets``; a clear error offline instead of a hang."""
+    import os
+
+    from lmtune.models import hub_reachable
+
+    if os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "")).lower() in ("1", "true", "yes"):
+        online = False
+    else:
+        online = hub_reachable()
+    if not online:
+        raise DataError(
+            f"{name}: not a local file or folder, and the Hugging Face hub cannot be reached (offline?) "
+            "to read it as a hub dataset; give a local JSONL / JSON / CSV / Parquet file"
+        )
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, subset, split=split)
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs the first line
+        raise DataError(f"{name}: cannot load hub dataset ({str(e).splitlines()[0]})") from None
+    yield from dataset
 
 
 def _decode(path: Path, raw: bytes, line: int) -> str:

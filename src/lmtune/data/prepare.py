@@ -1,62 +1,262 @@
-"""Task data for a run: read train/eval files, split off a held-out set, encode."""
+"""Task data for a run: read every source, clean, split, mix, tokenise, report.
+
+``load_task_data`` works on text only (fast, before any model is loaded), so bad
+data fails early; ``tokenize_task_data`` applies the token-length limit with the
+model's tokenizer.  Both feed one data report (``data_report.json``).
+"""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from lmtune.config import DataConfig
+from lmtune.data import clean as C
 from lmtune.data.encode import IGNORE, Encoder
-from lmtune.data.formats import Dataset, Example, read_examples
+from lmtune.data.formats import Example, read_examples
+from lmtune.data.split import mix, split
 from lmtune.errors import DataError
+
+Row = dict[str, Any]  # {"input_ids": int32 array, "labels": int32 array}
 
 
 @dataclass
 class TaskData:
     train: list[Example]
     eval: list[Example]
+    test: list[Example]
     shape: str
-    eval_source: str  # the file, or "N% of <train> (seed S)"
+    eval_source: str  # the file(s), or "N% of <train> (seed S)"
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tokenized:
+    train: list[Row]
+    eval: list[Row]
+    eval_examples: list[Example]  # the held-out examples that survived the length limit, aligned with eval
 
 
 def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
-    """Read (and validate) the data before any model is loaded, so bad data fails fast."""
-    for key in ("train", "eval"):
-        path = getattr(cfg, key)
-        if path and not Path(path).exists():
-            raise DataError(f"data.{key}: {path}: no such file (relative paths start from the current folder)")
-    train = read_examples(cfg.train, cfg.format)
+    """Read, clean, split and mix the ``data`` section's sources (no tokenizer needed)."""
+    report: dict[str, Any] = {"sources": [], "splits": {}}
+    train_parts, val_parts, test_parts, weights = [], [], [], []
+    shape = ""
+    stratified = []
+    for src in cfg.sources("train"):
+        rows, shape_i, entry = _read_clean(src, cfg)
+        shape = shape or shape_i
+        held = (cfg.val_fraction if not cfg.eval else 0.0, cfg.test_fraction)
+        strat = cfg.stratify == "yes" or (cfg.stratify == "auto" and C.is_classification_like(rows))
+        val, test, rest = split(rows, held, seed, stratify=strat)
+        entry.update(train=len(rest), validation=len(val), test=len(test), stratified=strat)
+        stratified.append(strat)
+        report["sources"].append(entry)
+        train_parts.append(rest)
+        val_parts.append(val)
+        test_parts.append(test)
+        weights.append(src.weight)
     if cfg.eval:
-        held_out = read_examples(cfg.eval, cfg.format)
-        _check_same_kind(train, held_out)
-        return TaskData(train.examples, held_out.examples, train.shape, cfg.eval)
-    train_rows, eval_rows = split(train.examples, cfg.val_fraction, seed)
-    return TaskData(train_rows, eval_rows, train.shape, f"{cfg.val_fraction:.0%} of {cfg.train} (seed {seed})")
+        held_out: list[Example] = []
+        train_sources = cfg.sources("train")
+        for src in cfg.sources("eval"):
+            if src.task is None and len(train_sources) == 1:  # one task: held-out rows belong to it
+                src = src.model_copy(update={"task": train_sources[0].task or Path(train_sources[0].path).stem})
+            rows, shape_i, entry = _read_clean(src, cfg, role="eval")
+            if (shape_i == "text") != (shape == "text"):
+                raise DataError(f"{src.path}: shape '{shape_i}' does not match the training data's '{shape}'")
+            report["sources"].append(entry)
+            held_out += rows
+        eval_source = ", ".join(s.path for s in cfg.sources("eval"))
+    else:
+        held_out = [ex for part in val_parts for ex in part]
+        eval_source = f"{cfg.val_fraction:.0%} of {_names(cfg)} (seed {seed})"
+    test = [ex for part in test_parts for ex in part]
+    train = mix(train_parts, weights, seed)
+    all_train = [ex for part in train_parts for ex in part]
+    contamination = {"eval": 0, "test": 0}
+    if cfg.decontaminate:
+        held_out, contamination["eval"] = C.drop_contaminated(held_out, all_train)
+        test, contamination["test"] = C.drop_contaminated(test, all_train)
+    if not train:
+        raise DataError(f"data.train: no training rows left after cleaning ({_names(cfg)})")
+    if not held_out:
+        raise DataError("no held-out rows: give data.eval, or a data.val_fraction above 0 (and enough rows to split)")
+    report["contamination_dropped"] = contamination
+    report["splits"] = {"train": len(train), "eval": len(held_out), "test": len(test)}
+    report["tasks"] = dict(Counter(ex.task for ex in train))
+    report["mixture"] = {s.task or Path(s.path).stem: s.weight for s in cfg.sources("train")}
+    report["classification_like"] = C.is_classification_like(all_train)
+    if report["classification_like"]:
+        report["class_balance"] = dict(C.answer_counts(all_train).most_common())
+    return TaskData(train, held_out, test, shape, eval_source, report)
 
 
-def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded random split; the held-out part gets at least one example."""
-    if len(examples) < 2:
-        raise DataError(f"{len(examples)} example(s) cannot be split into train and held-out; give data.eval")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(max(1, round(len(examples) * fraction)), len(examples) - 1)
-    held = set(order[:n_eval])
-    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+def _names(cfg: DataConfig) -> str:
+    return ", ".join(s.path for s in cfg.sources("train"))
 
 
-def _check_same_kind(train: Dataset, held_out: Dataset) -> None:
-    if (train.shape == "text") != (held_out.shape == "text"):
-        raise DataError(f"{held_out.path}: shape '{held_out.shape}' does not match the training data's '{train.shape}'")
+def _read_clean(src: Any, cfg: DataConfig, role: str = "train") -> tuple[list[Example], str, dict[str, Any]]:
+    path = Path(src.path)
+    if not path.exists() and (path.suffix or src.path.startswith((".", "/", "~"))):
+        key = "data.train" if role == "train" else "data.eval"
+        raise DataError(f"{key}: {src.path}: no such file (relative paths start from the current folder)")
+    ds = read_examples(src.path, src.format, src.columns, src.task, src.split, src.subset)
+    kept, dropped = C.clean(ds.examples, cfg.normalize, cfg.dedup, cfg.near_dedup, cfg.near_dedup_threshold)
+    entry = {
+        "path": src.path,
+        "role": role,
+        "task": kept[0].task if kept else src.task,
+        "format": ds.shape,
+        "rows_read": len(ds.examples),
+        "dropped": dict(dropped),
+        "kept": len(kept),
+    }
+    return kept, ds.shape, entry
 
 
-def encode_all(encoder: Encoder, examples: list[Example], where: str) -> list[dict[str, list[int]]]:
-    """Encode examples; fail if truncation left none with an answer token to learn from."""
-    encoded = [encoder.encode(e) for e in examples]
-    trainable = [e for e in encoded if any(label != IGNORE for label in e["labels"])]
-    if not trainable:
-        raise DataError(
-            f"{where}: no example keeps an answer token within data.max_length={encoder.max_length}; raise it"
+# --------------------------------------------------------------------------- tokenising
+
+
+def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Tokenized:
+    """Encode train and held-out rows; apply the length limit; add token statistics to the report."""
+    train_rows, train_examples, train_cut = encode_all(encoder, data.train, overlong)
+    eval_rows, eval_examples, eval_cut = encode_all(encoder, data.eval, overlong)
+    if not train_rows or not any((r["labels"] != IGNORE).any() for r in train_rows):
+        raise DataError(f"data.max_length={encoder.max_length}: no training example keeps an answer token; raise it")
+    if not eval_rows:
+        raise DataError(f"data.max_length={encoder.max_length}: every held-out example is longer; raise it")
+    data.report["overlong"] = {
+        "policy": overlong,
+        "max_length": encoder.max_length,
+        "train": train_cut,
+        "eval": eval_cut,
+    }
+    data.report["tokens"] = token_statistics(train_rows)
+    data.report["warnings"] = warnings_for(data.report)
+    return Tokenized(train_rows, eval_rows, eval_examples)
+
+
+def encode_all(
+    encoder: Encoder, examples: list[Example], overlong: str = "truncate"
+) -> tuple[list[Row], list[Example], dict[str, int]]:
+    """(rows, the examples they came from, what the length limit did)."""
+    rows: list[Row] = []
+    kept: list[Example] = []
+    cut = {"dropped": 0, "truncated": 0, "tokens_cut": 0}
+    for ex in examples:
+        enc = encoder.encode(ex, truncate=False)
+        extra = len(enc["input_ids"]) - encoder.max_length
+        if extra > 0:
+            if overlong == "drop":
+                cut["dropped"] += 1
+                continue
+            cut["truncated"] += 1
+            cut["tokens_cut"] += extra
+            enc = {k: v[: encoder.max_length] for k, v in enc.items()}
+        # int32 arrays: a quarter of the memory of Python int lists
+        rows.append({k: np.asarray(v, dtype=np.int32) for k, v in enc.items()})
+        kept.append(ex)
+    return rows, kept, cut
+
+
+def token_statistics(rows: list[Row]) -> dict[str, Any]:
+    lengths = np.array([len(r["input_ids"]) for r in rows])
+    answers = np.array([int((r["labels"] != IGNORE).sum()) for r in rows])
+    return {
+        "total": int(lengths.sum()),
+        "trained": int(answers.sum()),
+        "length": _quantiles(lengths),
+        "answer_length": _quantiles(answers),
+        "histogram": _histogram(lengths),
+    }
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    q = np.quantile(values, [0.5, 0.9, 0.99])
+    return {
+        "min": int(values.min()),
+        "mean": round(float(values.mean()), 1),
+        "p50": float(q[0]),
+        "p90": float(q[1]),
+        "p99": float(q[2]),
+        "max": int(values.max()),
+    }
+
+
+def _histogram(values: np.ndarray, bins: int = 10) -> list[dict[str, int]]:
+    counts, edges = np.histogram(values, bins=bins)
+    return [{"from": int(edges[i]), "to": int(edges[i + 1]), "count": int(c)} for i, c in enumerate(counts)]
+
+
+def warnings_for(report: dict[str, Any]) -> list[str]:
+    """Warnings from common fine-tuning guidance; nothing here stops a run."""
+    out = []
+    n_train = report["splits"]["train"]
+    if report.get("classification_like"):
+        small = {k: v for k, v in report.get("class_balance", {}).items() if v < 100}
+        if small:
+            out.append(
+                f"{len(small)} class(es) have fewer than 100 examples (e.g. {next(iter(small))!r}: "
+                f"{next(iter(small.values()))}); classifiers usually need ~100+ per class"
+            )
+    elif n_train < 1000:
+        out.append(f"{n_train} training examples; generation tasks usually want ~1,000 or more")
+    for split_name, n in report.get("contamination_dropped", {}).items():
+        if n:
+            out.append(f"{n} {split_name} row(s) had a prompt that is also in the training data and were dropped")
+    for src in report["sources"]:
+        lost = sum(src["dropped"].values())
+        if src["rows_read"] and lost / src["rows_read"] > 0.2:
+            out.append(f"{src['path']}: cleaning dropped {lost} of {src['rows_read']} rows ({dict(src['dropped'])})")
+    over = report.get("overlong", {})
+    for split_name in ("train", "eval"):
+        cut = over.get(split_name, {})
+        if cut.get("dropped") or cut.get("truncated"):
+            out.append(
+                f"{split_name}: {cut['dropped']} row(s) dropped and {cut['truncated']} truncated at "
+                f"data.max_length={over['max_length']} (data.overlong: {over['policy']})"
+            )
+    return out
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A short human summary of a data report."""
+    lines = []
+    for src in report["sources"]:
+        dropped = ", ".join(f"{k} {v}" for k, v in src["dropped"].items() if v) or "none"
+        lines.append(
+            f"{src['path']} ({src['role']}, {src['format']}, task {src['task']}): "
+            f"{src['rows_read']} read, {src['kept']} kept; dropped: {dropped}"
         )
-    return trainable
+    s = report["splits"]
+    lines.append(f"splits: train {s['train']}, eval {s['eval']}, test {s['test']}")
+    c = report.get("contamination_dropped", {})
+    lines.append(f"contamination: {c.get('eval', 0)} eval and {c.get('test', 0)} test rows dropped")
+    if len(report.get("tasks", {})) > 1:
+        lines.append("tasks in training: " + ", ".join(f"{k} {v}" for k, v in report["tasks"].items()))
+    if report.get("class_balance"):
+        lines.append("classes: " + ", ".join(f"{k!r} {v}" for k, v in list(report["class_balance"].items())[:10]))
+    tok = report.get("tokens")
+    if tok:
+        q, a = tok["length"], tok["answer_length"]
+        lines.append(
+            f"tokens per example: min {q['min']}, p50 {q['p50']:.0f}, p90 {q['p90']:.0f}, "
+            f"p99 {q['p99']:.0f}, max {q['max']}; answer tokens p50 {a['p50']:.0f}, max {a['max']}"
+        )
+        peak = max(b["count"] for b in tok["histogram"]) or 1
+        for b in tok["histogram"]:
+            lines.append(f"  {b['from']:>6}-{b['to']:<6} {'#' * round(30 * b['count'] / peak)} {b['count']}")
+        o = report["overlong"]
+        tr, ev = o["train"], o["eval"]
+        lines.append(
+            f"over max_length={o['max_length']} ({o['policy']}): train {tr['dropped']} dropped / "
+            f"{tr['truncated']} truncated, eval {ev['dropped']} dropped / {ev['truncated']} truncated"
+        )
+    for w in report.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
