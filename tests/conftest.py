@@ -15,11 +15,27 @@ from typing import Any
 import pytest
 from helpers import EMBEDDED, EVAL_ROWS, TRAIN_ROWS, write_jsonl
 
-# Before anything imports huggingface_hub / transformers (they read these at import time).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Before anything imports huggingface_hub / transformers / datasets (they read these at import
+# time). Set, not defaulted: an HF_HUB_OFFLINE=0 in the caller's shell must not let tests go online.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hub_off() -> Callable[..., bool]:
+    """The hub probe answers "unreachable" at once, also in a test that unsets HF_HUB_OFFLINE.
+
+    Yields the real ``lmtune.models.hub_reachable`` for the test of the probe itself.
+    """
+    import lmtune.models
+
+    real = lmtune.models.hub_reachable
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lmtune.models, "hub_reachable", lambda timeout=0.0: False)
+        yield real
 
 
 @pytest.fixture(scope="session", autouse=True)

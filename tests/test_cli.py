@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import EVAL_ROWS, REPO_ROOT, tiny_run_raw, write_jsonl
+from helpers import EVAL_ROWS, REPO_ROOT, TRAIN_ROWS, tiny_run_raw, write_jsonl
 
 from lmtune.cli import main
-from lmtune.data.encode import IGNORE, Encoder
+from lmtune.config import DataConfig
+from lmtune.data.encode import Encoder
 from lmtune.data.formats import read_examples
+from lmtune.data.prepare import load_task_data
 from lmtune.errors import ConfigError
 
 
@@ -186,27 +188,98 @@ def test_data_demo_writes_files(tmp_path, capsys):
     assert (again / "train.jsonl").read_bytes() == (folder / "train.jsonl").read_bytes()
 
 
-def test_data_check_prints_rows_and_format(tmp_path, tiny_llama_dir, tokenizer, capsys):
-    path = write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS)
-    assert main(["data", "check", str(path), "--model", str(tiny_llama_dir)]) == 0
+def test_data_check_file_prints_and_writes_the_report(tmp_path, tiny_llama_dir, tokenizer, capsys):
+    path = write_jsonl(tmp_path / "train.jsonl", [*TRAIN_ROWS, TRAIN_ROWS[0], {"prompt": "Add.", "completion": " "}])
+    report = tmp_path / "out" / "report.json"
+    report.parent.mkdir()
+    argv = ["data", "check", str(path), "--model", str(tiny_llama_dir), "--output", str(report)]
+    assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{path}: {len(EVAL_ROWS)} rows, format prompt_completion"
+    saved = json.loads(report.read_text(encoding="utf-8"))
+    assert saved["lmtune_data_report"] == 1
+    assert saved["sources"] == [
+        {
+            "path": str(path),
+            "role": "train",
+            "task": "train",
+            "format": "prompt_completion",
+            "rows_read": 18,
+            "dropped": {"empty": 1, "duplicate": 1},
+            "kept": 16,
+            "train": 14,
+            "validation": 2,
+            "test": 0,
+            "stratified": False,
+        }
+    ]
+    assert saved["splits"] == {"train": 14, "eval": 2, "test": 0}  # data check FILE: val_fraction 0.1, seed 42
+    # token counts come from the --model tokenizer, in its chat layout
     encoder = Encoder(tokenizer)
-    encoded = [encoder.encode(e) for e in read_examples(path).examples]
-    lengths = sorted(len(e["input_ids"]) for e in encoded)
-    answers = sorted(sum(x != IGNORE for x in e["labels"]) for e in encoded)
-    assert out[1].startswith(f"tokens per example (chat layout, {tiny_llama_dir}): min {lengths[0]},")
-    assert out[1].endswith(f"max {lengths[-1]}")
-    assert out[2].startswith(f"trained (answer) tokens per example: min {answers[0]},")
-    assert out[2].endswith(f"max {answers[-1]}")
-    assert out[3] == "rows with several references: 1"
+    data = load_task_data(DataConfig(train=str(path)), seed=42)
+    lengths = [len(encoder.encode(e)["input_ids"]) for e in data.train]
+    assert saved["tokens"]["total"] == sum(lengths)
+    assert saved["tokens"]["length"]["max"] == max(lengths)
+    assert saved["warnings"] == ["14 training examples; generation tasks usually want ~1,000 or more"]
+    assert out[0] == f"{path} (train, prompt_completion, task train): 18 read, 16 kept; dropped: empty 1, duplicate 1"
+    assert out[1] == "splits: train 14, eval 2, test 0"
+    assert out[-2] == "warning: 14 training examples; generation tasks usually want ~1,000 or more"
+    assert out[-1] == f"report: {report}"
+
+    # a report lmtune wrote may be replaced
+    report.write_text(json.dumps({"lmtune_data_report": 1, "old": True}), encoding="utf-8")
+    assert main(argv) == 0
+    assert "old" not in json.loads(report.read_text(encoding="utf-8"))
+
+
+def test_data_check_with_a_config(tmp_path, tiny_llama_dir, tokenizer, task_files, capsys):
+    train, held_out = task_files
+    encoder = Encoder(tokenizer)
+    assert {len(encoder.encode(e)["input_ids"]) for e in read_examples(train).examples} == {47}
+    raw = tiny_run_raw(tiny_llama_dir, train, held_out, tmp_path / "run")
+    raw["data"]["test_fraction"] = 0.25
+    cfg = write_config(tmp_path / "run.yaml", raw)
+    report = tmp_path / "data_report.json"
+    overrides = ["--set", "data.max_length=46", "--set", "data.overlong=truncate"]
+    assert main(["data", "check", "--config", str(cfg), *overrides, "--output", str(report)]) == 0
+    saved = json.loads(report.read_text(encoding="utf-8"))
+    assert [(s["role"], s["rows_read"], s["kept"]) for s in saved["sources"]] == [("train", 16, 16), ("eval", 5, 5)]
+    assert saved["splits"] == {"train": 12, "eval": 5, "test": 4}
+    # the --set overrides apply: every training row is 47 tokens, so each loses one
+    assert saved["overlong"]["max_length"] == 46
+    assert saved["overlong"]["train"] == {"dropped": 0, "truncated": 12, "tokens_cut": 12}
+    assert saved["tokens"]["length"]["max"] == 46
+    assert not (tmp_path / "run").exists()  # checking data starts no run
+    assert f"report: {report}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    ['{"my": "results"}\n', '["lmtune_data_report"]\n', "not json at all\n", ""],
+    ids=["other-json", "list-holding-the-key", "text", "empty"],
+)
+def test_data_check_refuses_to_overwrite_a_foreign_file(tmp_path, tiny_llama_dir, capsys, foreign):
+    path = write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
+    report = tmp_path / "precious.json"
+    report.write_text(foreign, encoding="utf-8")
+    before = report.stat().st_mtime_ns
+    assert main(["data", "check", str(path), "--model", str(tiny_llama_dir), "--output", str(report)]) == 2
+    line = one_error_line(capsys)
+    assert f"--output {report}: exists and is not an lmtune data report" in line
+    assert report.read_text(encoding="utf-8") == foreign
+    assert report.stat().st_mtime_ns == before
+
+
+def test_data_check_needs_a_file_or_a_config(capsys):
+    assert main(["data", "check"]) == 2
+    assert "give a FILE or --config" in one_error_line(capsys)
 
 
 def test_data_check_bad_file(tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "ok"}\n{"text": "ok", \n', encoding="utf-8")
-    assert main(["data", "check", str(path)]) == 2
+    assert main(["data", "check", str(path), "--output", str(tmp_path / "r.json")]) == 2
     assert f"{path}:2: malformed JSON" in one_error_line(capsys)
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_data_check_bad_format_choice(tmp_path, capsys):

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from lmtune.config import DataConfig
+from lmtune.data.clean import clean
 from lmtune.data.formats import Example, detect_shape, read_examples, to_example
-from lmtune.data.prepare import load_task_data, split
+from lmtune.data.prepare import load_task_data
+from lmtune.data.split import split
 from lmtune.errors import DataError, LmtuneError
 
 
@@ -175,9 +178,16 @@ def test_csv_row_errors_name_the_line(tmp_path):
     path.write_text("prompt,completion\nhello,world\n  ,\n", encoding="utf-8")
     # a row of empty cells is skipped, not an error
     assert len(read_examples(path).examples) == 1
-    path.write_text("prompt,completion\nhello,world\nhello,\n", encoding="utf-8")
-    with pytest.raises(DataError, match=re.escape(f"{path}:3: field 'completion': empty text")):
+    path.write_text("prompt,completion\nhello,world\n,world\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: field 'prompt': empty text")):
         read_examples(path)
+    # an empty answer is no read error: the row is read, and cleaning drops and counts it
+    path.write_text("prompt,completion\nhello,world\nhi,\n", encoding="utf-8")
+    examples = read_examples(path).examples
+    assert [e.references for e in examples] == [("world",), ("",)]
+    kept, dropped = clean(examples, normalize=True, dedup=True, near_dedup=False, threshold=0.85)
+    assert kept == examples[:1]
+    assert dropped["empty"] == 1
 
 
 # --------------------------------------------------------------------------- references
@@ -294,20 +304,71 @@ def test_last_turn_not_assistant(jsonl):
         ("hello", "messages"),
         ([{"role": "user"}, {"role": "assistant", "content": "x"}], "messages[0]"),
         ([{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}], "messages[0].content"),
-        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}], "messages[1].content"),
+        ([{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}], "messages[0].content"),
+        ([{"role": "system", "content": ""}, *user_assistant("q", "a")], "messages[0].content"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}], "messages[1].content"),
     ],
-    ids=["empty", "not-a-list", "no-content", "content-number", "content-empty"],
+    ids=["empty", "not-a-list", "no-content", "content-number", "user-empty", "system-empty", "answer-number"],
 )
 def test_bad_messages(jsonl, messages, field):
     message = error_of(jsonl("bad.jsonl", [{"messages": messages}]), "messages")
     assert f"bad.jsonl:1: field '{field}" in message
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " \n "}]},
+        {"prompt": "q", "completion": ""},
+        {"input": "q", "output": "   "},
+        {"instruction": "q", "output": ""},
+        {"question": "q", "rationale": "r", "answer": ""},
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]},
+    ],
+    ids=["messages", "messages-blank", "prompt_completion", "input_output", "alpaca", "cot", "sharegpt"],
+)
+def test_empty_answer_is_read_then_dropped_by_cleaning(jsonl, row):
+    data = read_examples(jsonl("rows.jsonl", [row, _with_answer(row, "fine")]))
+    assert len(data.examples) == 2  # no read error
+    kept, dropped = clean(data.examples, normalize=True, dedup=True, near_dedup=False, threshold=0.85)
+    assert kept == [data.examples[1]]
+    assert dropped == {"empty": 1, "duplicate": 0}
+
+
+def _with_answer(row: dict, answer: str) -> dict:
+    if "messages" in row:
+        return {**row, "messages": [row["messages"][0], {"role": "assistant", "content": answer}]}
+    if "conversations" in row:
+        return {**row, "conversations": [row["conversations"][0], {"from": "gpt", "value": answer}]}
+    key = next(k for k in ("completion", "output", "answer") if k in row)
+    return {**row, key: answer}
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"prompt": " ", "completion": "a"}, "prompt"),
+        ({"input": "", "output": "a"}, "input"),
+        ({"instruction": "\t", "output": "a"}, "instruction"),
+        ({"question": "", "rationale": "r", "answer": "a"}, "question"),
+        ({"conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": "a"}]}, "messages[0].content"),
+    ],
+    ids=["prompt_completion", "input_output", "alpaca", "cot", "sharegpt"],
+)
+def test_empty_prompt_is_still_a_read_error(jsonl, row, field):
+    assert f"rows.jsonl:1: field '{field}': " in error_of(jsonl("rows.jsonl", [row]))
+
+
 def test_missing_and_empty_files(tmp_path):
     assert "no such file" in error_of(tmp_path / "nope.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
     assert "no rows" in error_of(tmp_path / "empty.jsonl")
-    assert "is a folder" in error_of(tmp_path)
+    # a folder is read as all its data files: here one file with only blank lines
+    assert f"{tmp_path}: no rows" in error_of(tmp_path)
+    (tmp_path / "empty.jsonl").unlink()
+    (tmp_path / "notes.txt").write_text("not data", encoding="utf-8")
+    assert f"{tmp_path}: folder holds no .jsonl / .json / .csv / .parquet files" in error_of(tmp_path)
 
 
 def test_example_prompt_is_last_user_turn():
@@ -320,24 +381,25 @@ def test_example_prompt_is_last_user_turn():
 
 def test_split_is_seeded_disjoint_and_complete():
     examples = [Example(text=f"doc {i}") for i in range(20)]
-    train, held = split(examples, 0.25, seed=3)
+    held, train = split(examples, (0.25,), seed=3)  # held-out parts first, the rest last
     assert len(held) == 5 and len(train) == 15
     assert sorted(e.text for e in train + held) == sorted(e.text for e in examples)
-    assert split(examples, 0.25, seed=3) == (train, held)
-    assert split(examples, 0.25, seed=4) != (train, held)
-    # at least one held-out example, at least one left to train on
-    assert [len(p) for p in split(examples[:2], 0.01, seed=0)] == [1, 1]
-    with pytest.raises(DataError):
-        split(examples[:1], 0.5, seed=0)
+    assert split(examples, (0.25,), seed=3) == [held, train]
+    assert split(examples, (0.25,), seed=4) != [held, train]
+    # each part keeps the input order
+    assert [examples.index(e) for e in held] == sorted(examples.index(e) for e in held)
+    # a fraction too small for the data holds nothing out: rounding, not "at least one"
+    assert [len(p) for p in split(examples[:2], (0.01,), seed=0)] == [0, 2]
 
 
 def test_load_task_data_rejects_text_eval_for_conversation_train(jsonl):
-    from lmtune.config import DataConfig
-
-    train = jsonl("train.jsonl", [{"prompt": "a", "completion": "b"}] * 3)
+    train = jsonl("train.jsonl", [{"prompt": f"q{i}", "completion": "b"} for i in range(5)])
     held_out = jsonl("eval.jsonl", [{"text": "a document"}])
     with pytest.raises(DataError, match="does not match"):
         load_task_data(DataConfig(train=str(train), eval=str(held_out)), seed=0)
     data = load_task_data(DataConfig(train=str(train), val_fraction=0.4), seed=0)
-    assert (len(data.train), len(data.eval)) == (2, 1)
+    assert (len(data.train), len(data.eval)) == (3, 2)
     assert "40% of" in data.eval_source
+    # too few rows for the fraction: no held-out rows is a clear error
+    with pytest.raises(DataError, match="no held-out rows"):
+        load_task_data(DataConfig(train=str(train), val_fraction=0.05), seed=0)

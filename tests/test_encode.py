@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,12 +143,34 @@ def test_truncation_at_max_length(tokenizer, example, template):
     assert roomy == full
 
 
-def test_encode_all_drops_examples_without_answer_tokens(tokenizer, example):
-    encoder = Encoder(tokenizer, max_length=5)  # the answer is cut off entirely
-    with pytest.raises(DataError, match="data.max_length=5"):
-        encode_all(encoder, [example], "train.jsonl")
+def test_encode_all_drops_or_truncates_overlong_examples(tokenizer, example):
+    full = Encoder(tokenizer).encode(example)
+    n = len(full["input_ids"])
     short = to_example({"text": "hi"}, "text")
-    assert encode_all(encoder, [example, short], "train.jsonl") == [encoder.encode(short)]
+    encoder = Encoder(tokenizer, max_length=5)  # the example's answer is cut off entirely
+    assert len(encoder.encode(short)["input_ids"]) <= 5
+
+    rows, kept, cut = encode_all(encoder, [example, short], "drop")
+    assert kept == [short]
+    assert cut == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
+    assert [{k: v.tolist() for k, v in r.items()} for r in rows] == [encoder.encode(short)]
+    assert all(v.dtype == np.int32 for r in rows for v in r.values())
+
+    rows, kept, cut = encode_all(encoder, [example, short], "truncate")
+    assert kept == [example, short]
+    assert cut == {"dropped": 0, "truncated": 1, "tokens_cut": n - 5}
+    assert rows[0]["input_ids"].tolist() == full["input_ids"][:5]
+    assert rows[0]["labels"].tolist() == [IGNORE] * 5  # nothing left to train on in this one
+
+
+def test_no_training_example_with_an_answer_token_is_an_error(tokenizer, example):
+    from lmtune.data.prepare import TaskData, tokenize_task_data
+
+    data = TaskData(train=[example], eval=[example], test=[], shape="prompt_completion", eval_source="x")
+    with pytest.raises(DataError, match="data.max_length=5: no training example keeps an answer token"):
+        tokenize_task_data(Encoder(tokenizer, max_length=5), data, "truncate")
+    with pytest.raises(DataError, match="data.max_length=5"):
+        tokenize_task_data(Encoder(tokenizer, max_length=5), data, "drop")
 
 
 def test_multi_turn_trains_every_assistant_turn_and_no_user_turn(tokenizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import sacrebleu
@@ -13,7 +14,7 @@ from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import to_example
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.metrics import ROUGE_TYPES, bleu, rouge
-from lmtune.evaluate.perplexity import perplexity
+from lmtune.evaluate.perplexity import aggregate, perplexity
 from lmtune.evaluate.run import evaluate_model
 
 # --------------------------------------------------------------------------- perplexity
@@ -59,6 +60,9 @@ def test_perplexity_equals_hand_computation(tiny_llama, tokenizer, encoded):
         assert result["tokens"] == total_tokens
         assert result["nll"] == pytest.approx(total_nll / total_tokens, rel=1e-5)
         assert result["perplexity"] == pytest.approx(expected, rel=1e-5)
+        # per example, in the order given: (summed NLL, scored tokens)
+        assert [c for _, c in result["per_example"]] == [c for _, c in per_example]
+        assert [n for n, _ in result["per_example"]] == pytest.approx([n for n, _ in per_example], rel=1e-5)
     # a random model over a 49k vocabulary is about as unsure as uniform guessing
     assert 0.2 * len(tokenizer) < expected < 5 * len(tokenizer)
 
@@ -217,3 +221,38 @@ def test_evaluate_model_shapes_and_predictions(tiny_llama, tokenizer):
 
     only_ppl, preds = evaluate_model(tiny_llama, tokenizer, encoder, examples, metrics=["perplexity"])
     assert preds == [] and set(only_ppl) == {"perplexity", "perplexity_detail", "eval_time_s"}
+
+
+def test_evaluate_model_reports_every_task(tiny_llama, tokenizer):
+    rows = [
+        ({"prompt": "Add 1 and 2.", "completion": "3."}, "math"),
+        ({"prompt": "Capital of France?", "completion": "Paris."}, "geo"),
+        ({"prompt": "Add 4 and 4.", "completion": "8."}, "math"),
+        ({"prompt": "Add 5 and 1.", "completion": "6."}, "math"),
+        ({"prompt": "Capital of Peru?", "completion": "Lima."}, "geo"),
+    ]
+    examples = [replace(to_example(r, "prompt_completion"), task=t) for r, t in rows]
+    encoder = Encoder(tokenizer)
+    result, predictions = evaluate_model(tiny_llama, tokenizer, encoder, examples, max_samples=4, max_new_tokens=3)
+    assert set(result["by_task"]) == {"math", "geo"}
+    per_example = perplexity(tiny_llama, [encoder.encode(e) for e in examples], tokenizer.pad_token_id)["per_example"]
+    for task, index in (("math", [0, 2, 3]), ("geo", [1, 4])):
+        m = result["by_task"][task]
+        expected = aggregate([per_example[i] for i in index])
+        assert m["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+        assert m["perplexity_detail"]["examples"] == len(index)
+        assert m["perplexity_detail"]["tokens"] == expected["tokens"]
+    # generation samples are taken evenly across the tasks, then kept in the data's order
+    assert [(p["prompt"], p["task"]) for p in predictions] == [
+        ("Add 1 and 2.", "math"),
+        ("Capital of France?", "geo"),
+        ("Add 4 and 4.", "math"),
+        ("Capital of Peru?", "geo"),
+    ]
+    assert result["by_task"]["math"]["generation"]["samples"] == 2 == result["by_task"]["geo"]["generation"]["samples"]
+    math_preds = [p for p in predictions if p["task"] == "math"]
+    assert result["by_task"]["math"]["bleu"] == bleu([p["prediction"] for p in math_preds], [["3."], ["8."]])
+    assert "by_task" not in result["by_task"]["math"]
+
+    one_task, _ = evaluate_model(tiny_llama, tokenizer, encoder, examples[:1] + examples[2:4], metrics=["perplexity"])
+    assert "by_task" not in one_task

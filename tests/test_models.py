@@ -92,3 +92,18 @@ def test_hub_id_offline_fails_at_once_with_alternatives(monkeypatch):
     message = str(e.value)
     assert "model.name: 'nobody-here/no-such-model'" in message
     assert EMBEDDED in message and "\n" not in message
+
+
+def test_the_hub_is_switched_off_for_the_tests():
+    """conftest forces the offline switches and replaces the hub probe: no test can go online."""
+    import lmtune.models
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        assert os.environ[name] == "1"
+    assert lmtune.models.hub_reachable() is False
+
+
+def test_hub_id_fails_at_once_when_the_probe_finds_no_hub(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # not skipped by the switch: the (patched) probe answers
+    with pytest.raises(ModelError, match="cannot be reached"):
+        load_model(ModelConfig(name="nobody-here/no-such-model"))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sacrebleu
 import torch
-from helpers import EVAL_ROWS, TRAIN_ROWS, tiny_run_raw
+from helpers import EVAL_ROWS, TRAIN_ROWS, tiny_run_raw, write_jsonl
 from rouge_score import rouge_scorer
 
 from lmtune import pipeline
@@ -32,8 +32,8 @@ def run_finetune(monkeypatch, raw: dict[str, Any]) -> tuple[dict[str, Any], Any,
     captured: dict[str, Any] = {}
     real_apply = pipeline.apply_method
 
-    def spy(model: Any, cfg: Any) -> Any:
-        captured["model"] = real_apply(model, cfg)
+    def spy(model: Any, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        captured["model"] = real_apply(model, cfg, *args, **kwargs)
         return captured["model"]
 
     monkeypatch.setattr(pipeline, "apply_method", spy)
@@ -266,3 +266,66 @@ def test_held_out_split_from_train_when_no_eval_file(monkeypatch, tmp_path, tiny
     eval_losses = [row for row in log if "eval_loss" in row]
     assert [row["step"] for row in eval_losses] == [3]
     assert math.isfinite(eval_losses[0]["eval_loss"]) and eval_losses[0]["eval_loss"] > 0
+
+
+# --------------------------------------------------------------------------- task mixtures
+
+
+def test_mixture_of_two_tasks_reports_metrics_per_task(monkeypatch, tmp_path, tiny_llama_dir):
+    """Two sources with weights and no eval file: a validation split per source, metrics per task."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    add_rows = [{"prompt": f"Add {a} and {b}.", "completion": f"{a + b}."} for a in range(5) for b in range(4)]
+    add = write_jsonl(folder / "add.jsonl", add_rows)
+    cap = write_jsonl(
+        folder / "capital.jsonl",
+        [{"question": f"Capital of country {i}?", "answer": f"City {i}."} for i in range(12)],
+    )
+    out = tmp_path / "run"
+    raw = tiny_run_raw(tiny_llama_dir, add, add, out, method="lora")
+    raw["data"] = {
+        "train": [
+            {"path": str(add), "task": "a", "weight": 3},
+            {"path": str(cap), "task": "b", "weight": 1, "columns": {"prompt": "question", "completion": "answer"}},
+        ],
+        "val_fraction": 0.25,
+        "test_fraction": 0.1,
+        "max_length": 64,
+    }
+    raw["eval"].update(max_samples=4, max_new_tokens=4, base=False)
+    metrics, _, lines = run_finetune(monkeypatch, raw)
+
+    # add: 20 rows -> 5 val, 2 test, 13 train; capital: 12 rows -> 3 val, 1 test, 8 train; 21 mixed 3:1
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["lmtune_data_report"] == 1
+    assert [(s["task"], s["rows_read"], s["train"], s["validation"], s["test"]) for s in report["sources"]] == [
+        ("a", 20, 13, 5, 2),
+        ("b", 12, 8, 3, 1),
+    ]
+    assert report["tasks"] == {"a": 16, "b": 5}
+    assert report["mixture"] == {"a": 3, "b": 1}
+    assert report["splits"] == {"train": 21, "eval": 8, "test": 3}
+    assert metrics["run"]["train_examples"] == 21 and metrics["run"]["eval_examples"] == 8
+    assert metrics["run"]["tasks"] == ["a", "b"]
+
+    test_rows = read_jsonl(out / "test.jsonl")
+    assert [r["task"] for r in test_rows] == ["a", "a", "b"]
+    assert all(set(r) == {"messages", "task", "source"} for r in test_rows)
+
+    saved = json.loads((out / "metrics.json").read_text())
+    finetuned = saved["finetuned"]
+    assert set(finetuned["by_task"]) == {"a", "b"}
+    for task, n in (("a", 5), ("b", 3)):
+        m = finetuned["by_task"][task]
+        assert m["perplexity"] > 1 and m["perplexity_detail"]["examples"] == n
+        assert m["generation"]["samples"] == 2  # max_samples 4, taken evenly across the tasks
+        assert 0 <= m["bleu"]["bleu"] <= 1 and set(m["rouge"]) == ROUGE_KEYS
+    # the per-task perplexities pool into the overall one: token-weighted, not a mean of means
+    detail = {t: finetuned["by_task"][t]["perplexity_detail"] for t in ("a", "b")}
+    pooled = sum(d["nll"] * d["tokens"] for d in detail.values()) / sum(d["tokens"] for d in detail.values())
+    assert finetuned["perplexity_detail"]["nll"] == pytest.approx(pooled)
+    assert finetuned["perplexity_detail"]["tokens"] == sum(d["tokens"] for d in detail.values())
+
+    predictions = read_jsonl(out / "predictions_finetuned.jsonl")
+    assert sorted(p["task"] for p in predictions) == ["a", "a", "b", "b"]
+    assert any("tasks in training: a 16, b 5" in x for x in lines)

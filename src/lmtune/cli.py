@@ -94,7 +94,8 @@ def _refuse_foreign_file(path: Path) -> None:
     if not path.exists():
         return
     try:
-        ours = "lmtune_data_report" in json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
+        ours = isinstance(found, dict) and "lmtune_data_report" in found
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:
@@ -103,9 +104,10 @@ def _refuse_foreign_file(path: Path) -> None:
 
 def cmd_data_demo(args: argparse.Namespace) -> None:
     from lmtune.data.demo import write_demo_data
+    from lmtune.data.general import write_general_data
 
-    train, held_out = write_demo_data(args.folder, args.train_rows, args.eval_rows, args.seed)
-    print(f"wrote {train} and {held_out}")
+    paths = write_demo_data(args.folder, args.train_rows, args.eval_rows, args.seed) + write_general_data(args.folder)
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 def _model_and_encoder(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -21,7 +21,7 @@ from lmtune.errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 METRICS = ("perplexity", "bleu", "rouge")
-DATA_FORMATS = ("auto", "text", "prompt_completion", "input_output", "alpaca", "messages")
+DATA_FORMATS = ("auto", "text", "prompt_completion", "input_output", "alpaca", "messages", "sharegpt", "cot")
 
 
 class _Section(BaseModel):
@@ -42,7 +42,7 @@ class ModelConfig(_Section):
 
 
 class LoraConfig(_Section):
-    """LoRA settings (PEFT ``LoraConfig``), used when ``method: lora``."""
+    """LoRA settings (PEFT ``LoraConfig``), used by ``lora``, ``dora`` and ``qlora``."""
 
     r: int = Field(16, gt=0)
     alpha: float = Field(32, gt=0)
@@ -51,6 +51,69 @@ class LoraConfig(_Section):
     """Module names to adapt; ``all-linear`` adapts every linear layer but the output head; null
     takes PEFT's default for the architecture (e.g. q_proj/v_proj for Llama)."""
     bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class FreezeConfig(_Section):
+    """``method: freeze``: train only the last blocks and/or named modules; the rest stays frozen."""
+
+    last_n_layers: int = Field(2, ge=0)
+    """How many of the last transformer blocks are trained."""
+    modules: list[str] = Field(default_factory=list)
+    """Also train parameters whose name contains one of these (e.g. ``norm``, ``lm_head``)."""
+
+
+class AdaLoraConfig(_Section):
+    """``method: adalora``: LoRA whose rank budget is re-allocated during training (PEFT ``AdaLoraConfig``).
+
+    The total number of steps is wired in from the data and ``training`` section.
+    """
+
+    init_r: int = Field(12, gt=0)
+    target_r: int = Field(8, gt=0)
+    tinit: int | float = Field(0.1, ge=0)
+    """Warm-up before pruning: steps, or a fraction of the total below 1."""
+    tfinal: int | float = Field(0.2, ge=0)
+    """Final fine-tuning steps with the budget fixed: steps, or a fraction below 1."""
+    deltaT: int = Field(1, gt=0)  # noqa: N815 - PEFT's name
+    """Steps between two budget allocations."""
+    beta1: float = Field(0.85, gt=0, lt=1)
+    beta2: float = Field(0.85, gt=0, lt=1)
+    orth_reg_weight: float = Field(0.5, ge=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = "all-linear"
+
+
+class IA3Config(_Section):
+    """``method: ia3``: learned rescaling vectors (PEFT ``IA3Config``); null takes PEFT's defaults."""
+
+    target_modules: list[str] | None = None
+    feedforward_modules: list[str] | None = None
+
+
+class PromptTuningConfig(_Section):
+    """``method: prompt_tuning``: soft prompt of virtual token embeddings (PEFT ``PromptTuningConfig``)."""
+
+    num_virtual_tokens: int = Field(20, gt=0)
+    init_text: str | None = "Write the answer to the task below."
+    """Initialise the soft prompt from this text's token embeddings; null starts from random ones."""
+
+
+class PTuningConfig(_Section):
+    """``method: p_tuning``: virtual tokens produced by a prompt encoder (PEFT ``PromptEncoderConfig``)."""
+
+    num_virtual_tokens: int = Field(20, gt=0)
+    encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
+    encoder_hidden_size: int = Field(128, gt=0)
+
+
+class PrefixTuningConfig(_Section):
+    """``method: prefix_tuning`` / ``p_tuning_v2``: trained key/value prefixes on every layer."""
+
+    num_virtual_tokens: int = Field(20, gt=0)
+    prefix_projection: bool = False
+    """Reparameterise the prefixes through an MLP (P-Tuning v2 leaves it off)."""
+    encoder_hidden_size: int = Field(128, gt=0)
 
 
 class DataSource(_Section):
@@ -224,6 +287,27 @@ class EvalConfig(_Section):
     """Prompts generated for at once (greedy decoding, left padding)."""
     base: bool = True
     """Also evaluate the model before fine-tuning, for the side-by-side table."""
+    reference: str | None = None
+    """General-domain data whose perplexity is measured before and after: the forgetting figure."""
+
+
+class ContinualConfig(_Section):
+    """Regularisers against catastrophic forgetting, both off by default."""
+
+    reference: str | None = None
+    """General-domain data the regularisers use (keep it apart from ``eval.reference``)."""
+    ewc_weight: float = Field(0.0, ge=0)
+    """Elastic Weight Consolidation: penalty weight λ of λ/2·Σ F·(θ-θ₀)²; 0 turns it off."""
+    ewc_samples: int = Field(32, gt=0)
+    """Reference examples used to estimate the (diagonal, empirical) Fisher information."""
+    replay_fraction: float = Field(0.0, ge=0, lt=0.9)
+    """Share of training rows drawn from the reference data (replay); 0 turns it off."""
+
+    @model_validator(mode="after")
+    def _needs_reference(self) -> ContinualConfig:
+        if (self.ewc_weight or self.replay_fraction) and not self.reference:
+            raise ValueError("ewc_weight / replay_fraction need continual.reference (a general-domain data file)")
+        return self
 
 
 class RunConfig(_Section):
@@ -233,9 +317,16 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: str = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    adalora: AdaLoraConfig = Field(default_factory=AdaLoraConfig)
+    ia3: IA3Config = Field(default_factory=IA3Config)
+    prompt_tuning: PromptTuningConfig = Field(default_factory=PromptTuningConfig)
+    p_tuning: PTuningConfig = Field(default_factory=PTuningConfig)
+    prefix_tuning: PrefixTuningConfig = Field(default_factory=PrefixTuningConfig)
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    continual: ContinualConfig = Field(default_factory=ContinualConfig)
 
     @field_validator("method")
     @classmethod

@@ -136,15 +136,19 @@ def load_tokenizer(source: Path | str, cfg: ModelConfig | None = None) -> Any:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig) -> tuple[Any, Any, str]:
-    """(model, tokenizer, base) where ``base`` is the folder or hub id of the base weights."""
+def load_model(cfg: ModelConfig, load_in_4bit: bool = False) -> tuple[Any, Any, str]:
+    """(model, tokenizer, base) where ``base`` is the folder or hub id of the base weights.
+
+    ``load_in_4bit`` quantises the base to NF4 with bitsandbytes (QLoRA; CUDA only).
+    """
     source = resolve(cfg.name)
     if isinstance(source, Path) and (source / "adapter_config.json").is_file():
         return load_run(source, cfg)
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(source, cfg)
-    model = _from_pretrained(AutoModelForCausalLM, source, cfg, dtype=_dtype(cfg.dtype))
+    extra = {"quantization_config": _nf4_config(), "device_map": {"": 0}} if load_in_4bit else {}
+    model = _from_pretrained(AutoModelForCausalLM, source, cfg, dtype=_dtype(cfg.dtype), **extra)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(source)
 
@@ -166,6 +170,18 @@ def load_run(folder: Path, cfg: ModelConfig | None = None) -> tuple[Any, Any, st
     model = PeftModel.from_pretrained(model, folder)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(base_source)
+
+
+def _nf4_config() -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
 def _dtype(name: str) -> Any:
@@ -208,9 +224,12 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
         with socket.create_connection(HUB_HOST, timeout=timeout):
             return True
 
-    with ThreadPoolExecutor(1) as pool:  # DNS lookups ignore socket timeouts; bound them too
-        future = pool.submit(probe)
-        try:
-            return future.result(timeout=timeout + 1)
-        except (OSError, FutureTimeout):
-            return False
+    # DNS lookups ignore socket timeouts; bound them too.  No `with`: its exit would wait for
+    # a probe stuck in a lookup, which is what the timeout is there to avoid.
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(probe).result(timeout=timeout + 1)
+    except (OSError, FutureTimeout):
+        return False
+    finally:
+        pool.shutdown(wait=False)

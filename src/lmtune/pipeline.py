@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import subprocess
 from importlib import metadata
@@ -19,10 +20,12 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.prepare import load_task_data, summary
 from lmtune.errors import ConfigError
+from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.run import evaluate_model, metric_settings
-from lmtune.methods import apply_method, count_parameters
+from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
+from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.models import load_model
-from lmtune.report import markdown_report, text_table
+from lmtune.report import forgetting_line, markdown_report, text_table
 from lmtune.train import TRAIN_LOG, train
 
 logger = logging.getLogger(__name__)
@@ -44,13 +47,14 @@ PACKAGES = ("lmtune", "torch", "transformers", "peft", "accelerate", "sacrebleu"
 def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict[str, Any]:
     """Run the whole pipeline; returns the contents of ``metrics.json``."""
     out = Path(cfg.training.output_dir)
+    check_device(cfg)
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
     prepare_run_folder(out, overwrite)
 
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    model, tokenizer, base = load_model(cfg.model)
+    model, tokenizer, base = load_model(cfg.model, load_in_4bit=cfg.method in NEEDS_CUDA)
     d = cfg.data
     encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
     tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
@@ -71,17 +75,42 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         echo("evaluating the base model ...")
         metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
 
-    model = apply_method(model, cfg)
+    reference = _reference_rows(encoder, cfg.eval.reference)
+    if reference:
+        metrics["forgetting"] = {"reference": cfg.eval.reference}
+        metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
+    regular = _reference_rows(encoder, cfg.continual.reference)
+    if cfg.continual.replay_fraction:
+        extra = replay_rows(regular, len(train_rows), cfg.continual.replay_fraction)
+        train_rows = train_rows + extra
+        echo(f"replay: {len(extra)} rows of {cfg.continual.reference} mixed into the training data")
+
+    ctx = MethodContext(total_steps=total_steps(len(train_rows), cfg), base_path=base)
+    model = apply_method(model, cfg, ctx)
+    penalty = None
+    if cfg.continual.ewc_weight:
+        fisher = fisher_diagonal(model, regular[: cfg.continual.ewc_samples], tokenizer.pad_token_id)
+        penalty = ewc_penalty(model, fisher, cfg.continual.ewc_weight)
+        echo(
+            f"EWC: Fisher information from {min(len(regular), cfg.continual.ewc_samples)} reference rows, "
+            f"weight {cfg.continual.ewc_weight}"
+        )
     trainable, total = count_parameters(model)
     echo(f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
     echo("training ...")
-    result = train(model, tokenizer, train_rows, eval_rows, cfg)
+    echo("method settings: " + ", ".join(f"{k}={v}" for k, v in settings(cfg).items()))
+    result = train(model, tokenizer, train_rows, eval_rows, cfg, callbacks=ctx.callbacks, penalty=penalty)
     trainer = result.pop("trainer")
     trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
     tokenizer.save_pretrained(out)
 
     echo("evaluating the fine-tuned model ...")
     metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
+    if reference:
+        f = metrics["forgetting"]
+        f["finetuned_perplexity"] = _ppl(model, tokenizer, reference, cfg)
+        # the forgetting figure: how much worse the model got at general text, in percent of perplexity
+        f["perplexity_increase_percent"] = 100 * (f["finetuned_perplexity"] / f["base_perplexity"] - 1)
     metrics["train_time_s"] = result["train_time_s"]
     metrics["run"] = {
         "model": cfg.model.name,
@@ -90,6 +119,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         "trainable_params": trainable,
         "total_params": total,
         "trainable_percent": 100 * trainable / total,
+        "method_settings": settings(cfg),
         "train_examples": len(train_rows),
         "eval_examples": len(eval_examples),
         "tasks": sorted(data.report["tasks"]),
@@ -102,8 +132,41 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     write_outputs(out, metrics, predictions)
     echo("")
     echo(text_table(metrics))
+    if forgetting_line(metrics):
+        echo(forgetting_line(metrics))
     echo(f"\nrun folder: {out}")
     return metrics
+
+
+def _reference_rows(encoder: Encoder, path: str | None) -> list[dict[str, Any]]:
+    if not path:
+        return []
+    from lmtune.data.formats import read_examples
+
+    return [encoder.encode(ex) for ex in read_examples(path).examples]
+
+
+def _ppl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: RunConfig) -> float:
+    return perplexity(model, rows, tokenizer.pad_token_id, cfg.eval.batch_size)["perplexity"]
+
+
+def check_device(cfg: RunConfig) -> None:
+    import torch
+
+    if cfg.method in NEEDS_CUDA and not torch.cuda.is_available():
+        raise ConfigError(
+            f"method: {cfg.method} needs a CUDA GPU (4-bit bitsandbytes base); none found. Use method: lora on CPU"
+        )
+
+
+def total_steps(n_train: int, cfg: RunConfig) -> int:
+    """Optimizer steps the run will take (as Trainer counts them on one device)."""
+    t = cfg.training
+    if t.max_steps > 0:
+        return t.max_steps
+    batches = math.ceil(n_train / t.per_device_train_batch_size)
+    per_epoch = max(batches // t.gradient_accumulation_steps, 1)
+    return math.ceil(per_epoch * t.num_train_epochs)
 
 
 def _evaluate(model: Any, tokenizer: Any, encoder: Encoder, examples: list, cfg: RunConfig) -> tuple[dict, list]:

@@ -17,6 +17,11 @@ def table_rows(metrics: dict[str, Any]) -> list[list[str]]:
         if name in metrics:
             time_s = metrics.get("train_time_s") if name == "finetuned" else None
             rows.append([name, *_cells(metrics[name], time_s)])
+    tasks = sorted({t for name in ("base", "finetuned") for t in metrics.get(name, {}).get("by_task", {})})
+    for task in tasks:  # one pair of rows per task of a mixture
+        for name in ("base", "finetuned"):
+            if task in metrics.get(name, {}).get("by_task", {}):
+                rows.append([f"{name} [{task}]", *_cells(metrics[name]["by_task"][task], None)])
     return rows
 
 
@@ -27,6 +32,16 @@ def _cells(m: dict[str, Any], time_s: float | None) -> list[str]:
     rouge_keys = ("rouge1", "rouge2", "rougeL", "rougeLsum")
     rouge_cells = [f"{rouge[k]:.4f}" for k in rouge_keys] if rouge else ["-"] * 4
     return [ppl, *bleu_cells, *rouge_cells, f"{time_s:.1f}" if time_s is not None else "-"]
+
+
+def forgetting_line(metrics: dict[str, Any]) -> str:
+    f = metrics.get("forgetting")
+    if not f or "finetuned_perplexity" not in f:
+        return ""
+    return (
+        f"forgetting: perplexity on {f['reference']} {f['base_perplexity']:.3f} -> {f['finetuned_perplexity']:.3f} "
+        f"({f['perplexity_increase_percent']:+.1f}%)"
+    )
 
 
 def text_table(metrics: dict[str, Any]) -> str:
@@ -49,6 +64,8 @@ def markdown_report(
 ) -> str:
     """``report.md``: the table, stopping behaviour, and a few answers side by side."""
     parts = ["# lmtune run report", "", markdown_table(metrics), ""]
+    if forgetting_line(metrics):
+        parts += [f"- {forgetting_line(metrics)}"]
     run = metrics.get("run", {})
     if run:
         parts += [

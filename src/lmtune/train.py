@@ -54,6 +54,8 @@ def train(
     train_rows: list[dict[str, list[int]]],
     eval_rows: list[dict[str, list[int]]] | None,
     cfg: RunConfig,
+    callbacks: list[Any] | None = None,
+    penalty: Any = None,
 ) -> dict[str, Any]:
     """Train in place; returns ``train_time_s``, the final loss and token counts."""
     from transformers import Trainer, TrainerCallback
@@ -72,14 +74,26 @@ def train(
     args = training_arguments(cfg)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(
+
+    class RegularizedTrainer(Trainer):
+        """Trainer whose loss gets an extra penalty term (EWC); the one override that pays for itself."""
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            if penalty is None:
+                return out
+            if return_outputs:
+                return out[0] + penalty(), out[1]
+            return out + penalty()
+
+    trainer = RegularizedTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[JsonlLog(out / TRAIN_LOG)],
+        callbacks=[JsonlLog(out / TRAIN_LOG), *(callbacks or [])],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -8,6 +8,7 @@ whatever order the rows come in.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 
 from lmtune.data.clean import _canonical, row_key
@@ -52,11 +53,18 @@ def mix(sources: list[list[Example]], weights: list[float | None], seed: int) ->
     """
     if all(w is None for w in weights):
         return [ex for rows in sources for ex in rows]
-    w = [1.0 if x is None else x for x in weights]
-    total = sum(len(rows) for rows in sources)
+    # a source whose rows were all cleaned away has nothing to repeat; the others share its weight
+    pairs = [(rows, 1.0 if x is None else x) for rows, x in zip(sources, weights, strict=True) if rows]
+    total = sum(len(rows) for rows, _ in pairs)
+    weight_sum = sum(x for _, x in pairs)
+    # largest remainders: the shares add up to exactly the total (rounding each one may not)
+    quotas = [total * weight / weight_sum for _, weight in pairs]
+    wants = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(pairs)), key=lambda i: (wants[i] - quotas[i], i))
+    for i in by_remainder[: total - sum(wants)]:
+        wants[i] += 1
     mixed: list[Example] = []
-    for rows, weight in zip(sources, w, strict=True):
-        want = round(total * weight / sum(w))
+    for (rows, _), want in zip(pairs, wants, strict=True):
         ordered = sorted(rows, key=lambda ex: _order_key(ex, seed, "mix"))
         full, rest = divmod(want, len(ordered))
         mixed += ordered * full + ordered[:rest]

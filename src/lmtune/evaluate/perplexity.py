@@ -47,6 +47,8 @@ def example_nll(
             idx = order[start : start + batch_size]
             batch = {k: v.to(model.device) for k, v in collate([encoded[i] for i in idx]).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            # prompt-learning methods (prompt tuning, P-tuning) put virtual tokens first: drop their positions
+            logits = logits[:, -batch["input_ids"].shape[1] :]
             # position t predicts token t+1
             logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # (B, T-1, V), (B, T-1)
             nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T-1)
