@@ -34,12 +34,13 @@ def write_rows(path: Path, n: int, seed: int = 0) -> None:
     gsm = []
     if SHARED_GSM8K.is_file():
         gsm = [json.loads(line) for line in SHARED_GSM8K.read_text(encoding="utf-8").splitlines()]
+    prev: dict[str, str] = {}
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
             if gsm and i % 5 == 0:  # one row in five is a longer GSM8K question and worked answer
                 g = gsm[(i // 5) % len(gsm)]
                 row = {"prompt": g["question"], "completion": g["answer"]}
-            elif i % 50 == 1:  # 2% exact duplicates
+            elif i % 50 == 1 and prev:  # 2% exact duplicates
                 row = prev
             else:
                 row = make_row(rng)

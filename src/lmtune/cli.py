@@ -23,10 +23,10 @@ DEMO_DATA = "data/demo"
 
 def cmd_train(args: argparse.Namespace) -> None:
     from lmtune.config import load_config
-    from lmtune.pipeline import finetune
+    from lmtune.pipeline import finetune, run_stages
 
     cfg = load_config(args.config, args.set or [])
-    finetune(cfg, overwrite=args.overwrite)
+    (run_stages if cfg.stages else finetune)(cfg, overwrite=args.overwrite)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -327,6 +327,21 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
+    stages: list[dict[str, Any]] | None = None
+    """Staged fine-tuning: each item overrides sections of this config (``name``, ``data``, ``training``,
+    ``method``, ...) for one stage; each stage starts from the previous stage's weights (adapters merged)."""
+
+    def stage_configs(self) -> list[tuple[str, RunConfig]]:
+        """(name, config) of every stage, each a full config with its overrides applied."""
+        base = self.model_dump(mode="json", exclude={"stages"})
+        out = []
+        for i, stage in enumerate(self.stages or []):
+            stage = dict(stage)
+            name = str(stage.pop("name", f"stage{i + 1}"))
+            merged = _deep_merge(base, stage)
+            merged["training"]["output_dir"] = str(Path(self.training.output_dir) / f"{i + 1}-{name}")
+            out.append((name, validate_config(merged, f"stages[{i}] ({name})")))
+        return out
 
     @field_validator("method")
     @classmethod
@@ -394,10 +409,29 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
         problems = [_describe(err) for err in e.errors(include_url=False)]
         raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+    if cfg.stages:
+        for i, stage in enumerate(cfg.stages):
+            if bad := sorted(set(stage) & {"seed", "model", "stages"}):
+                raise ConfigError(f"{where}: stages[{i}].{bad[0]}: set it once, outside the stages")
+        try:
+            cfg.stage_configs()  # every stage is validated now, not when it starts
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def dump_config(cfg: RunConfig) -> str:

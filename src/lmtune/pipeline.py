@@ -40,7 +40,8 @@ RUN_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
     "vocab.json", "merges.txt",
 )  # fmt: skip
-RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs")
+STAGE_GLOB = "[0-9]*-*"  # stage folders of staged runs: "1-general", "2-weather"
+RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", STAGE_GLOB)
 PACKAGES = ("lmtune", "torch", "transformers", "peft", "accelerate", "sacrebleu", "rouge-score")
 
 
@@ -150,6 +151,61 @@ def _ppl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: RunConfig)
     return perplexity(model, rows, tokenizer.pad_token_id, cfg.eval.batch_size)["perplexity"]
 
 
+def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict[str, Any]:
+    """Staged fine-tuning: each stage trains from the previous stage's weights.
+
+    A stage's adapter is merged into its base (``merge_and_unload``) and saved as
+    ``<stage folder>/merged``, the next stage's ``model.name``.  One ``metrics.json``
+    in ``training.output_dir`` holds a row per stage.
+    """
+    out = Path(cfg.training.output_dir)
+    prepare_run_folder(out, overwrite)
+    model_name = cfg.model.name
+    rows = []
+    for i, (name, stage) in enumerate(cfg.stage_configs()):
+        echo(f"\n=== stage {i + 1}: {name} ===")
+        stage = stage.model_copy(update={"model": stage.model.model_copy(update={"name": model_name})})
+        metrics = finetune(stage, overwrite=overwrite, echo=echo)
+        rows.append({"stage": name, "folder": stage.training.output_dir, **metrics})
+        model_name = str(merge_run(Path(stage.training.output_dir)))
+    combined = {
+        "stages": rows,
+        "base": rows[0].get("base", {}),
+        "finetuned": rows[-1]["finetuned"],
+        "train_time_s": sum(r["train_time_s"] for r in rows),
+    }
+    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
+    echo("\n" + stage_table(combined))
+    return combined
+
+
+def merge_run(folder: Path) -> Path:
+    """The run's weights as one plain Hugging Face model folder (adapters merged in)."""
+    if not (folder / "adapter_config.json").is_file():
+        return folder  # full / freeze runs already are plain models
+    from lmtune.config import ModelConfig
+
+    model, tokenizer, _ = load_model(ModelConfig(name=str(folder)))
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else None
+    if merged is None:  # prompt-learning adapters have nothing to merge: keep training on top of them
+        raise ConfigError(
+            f"{folder}: a prompt-learning adapter cannot be merged; stages need full or LoRA-family methods"
+        )
+    target = folder / "merged"
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def stage_table(combined: dict[str, Any]) -> str:
+    lines = []
+    for r in combined["stages"]:
+        lines.append(f"stage {r['stage']}:")
+        lines.append(text_table(r))
+    return "\n".join(lines)
+
+
 def check_device(cfg: RunConfig) -> None:
     import torch
 
@@ -191,6 +247,8 @@ def prepare_run_folder(out: Path, overwrite: bool) -> None:
         (out / name).unlink(missing_ok=True)
     for pattern in RUN_GLOBS:
         for path in out.glob(pattern):
+            if pattern == STAGE_GLOB and not (path / "config.yaml").is_file():
+                continue  # a folder of the user's that happens to look like a stage folder
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
