@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A learning rate typical for each method (their papers / PEFT examples); the step budget is shared.
 LEARNING_RATES = {
     "full": 1e-4, "freeze": 3e-4, "lora": 1e-3, "dora": 1e-3, "adalora": 2e-3, "ia3": 1e-2,
-    "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2,
+    "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 3e-3,
 }  # fmt: skip
 EXTRA = {
     "lora+ewc": ["continual.ewc_weight=5000"],

@@ -8,7 +8,7 @@ that are trained are tiny random ones built from a config.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def hub_off() -> Callable[..., bool]:
+def hub_off() -> Iterator[Callable[..., bool]]:
     """The hub probe answers "unreachable" at once, also in a test that unsets HF_HUB_OFFLINE.
 
     Yields the real ``lmtune.models.hub_reachable`` for the test of the probe itself.
@@ -44,11 +44,18 @@ def lmtune_cache() -> Path:
 
     An LMTUNE_CACHE already set is respected; otherwise the tool's own default is used, so
     the conversion is shared with normal use of the tool and not repeated per test session.
+    Tests of the token cache set their own (empty) LMTUNE_CACHE with monkeypatch.
     """
     before = os.environ.get("LMTUNE_CACHE")
     cache = Path(before or Path.home() / ".cache" / "lmtune")
     os.environ["LMTUNE_CACHE"] = str(cache)
+    # Runs in tests cache their tokenised data under <cache>/datasets, keyed on tmp paths that are
+    # never seen again: remove the entries this session made, so test runs do not pile them up.
+    tokens = cache / "datasets"
+    existing = set(tokens.glob("*.pkl"))
     yield cache
+    for entry in set(tokens.glob("*.pkl")) - existing:
+        entry.unlink(missing_ok=True)
     if before is None:
         os.environ.pop("LMTUNE_CACHE", None)
     else:

@@ -177,7 +177,10 @@ def test_usage_errors_exit_2(capsys):
 def test_data_demo_writes_files(tmp_path, capsys):
     folder = tmp_path / "demo"
     assert main(["data", "demo", str(folder), "--train-rows", "30", "--eval-rows", "7"]) == 0
-    assert f"wrote {folder / 'train.jsonl'} and {folder / 'eval.jsonl'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"wrote {folder / 'train.jsonl'}, {folder / 'eval.jsonl'}")
+    written = printed.removeprefix("wrote ").split(", ")
+    assert sorted(written) == sorted(str(p) for p in folder.iterdir())  # every file it wrote, and only those
     train, held_out = read_examples(folder / "train.jsonl"), read_examples(folder / "eval.jsonl")
     assert (train.shape, held_out.shape) == ("prompt_completion", "prompt_completion")
     assert (len(train.examples), len(held_out.examples)) == (30, 7)

@@ -33,8 +33,9 @@ TRAINED_METHODS = sorted(set(METHODS) - {"qlora"})
 
 COLORS = ["red", "blue", "green", "black", "white", "pink", "gray", "brown"]
 TRAIN_ROWS = [
-    {"prompt": f"What is the color {c} in capitals?", "completion": f"{c.upper()}."} for c in COLORS
-] + [{"prompt": f"Spell the word {c} backwards.", "completion": f"{c[::-1]}."} for c in COLORS]
+    *({"prompt": f"What is the color {c} in capitals?", "completion": f"{c.upper()}."} for c in COLORS),
+    *({"prompt": f"Spell the word {c} backwards.", "completion": f"{c[::-1]}."} for c in COLORS),
+]
 EVAL_ROWS = [
     {"prompt": "What is the color teal in capitals?", "completion": "TEAL."},
     {"prompt": "Spell the word teal backwards.", "completion": "laet."},
@@ -107,11 +108,9 @@ def shown_count(lines: list[str]) -> tuple[int, int]:
     return int(found.group(1).replace(",", "")), int(found.group(2).replace(",", ""))
 
 
-def probe_ids(model_dir: Path) -> torch.Tensor:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return torch.tensor([tok("What is the color red in capitals? RED.", add_special_tokens=False)["input_ids"]])
+def probe_ids(tokenizer: Any) -> torch.Tensor:
+    """Token ids of a probe sentence (both tiny models carry the same real tokenizer)."""
+    return torch.tensor([tokenizer("What is the color red in capitals? RED.", add_special_tokens=False)["input_ids"]])
 
 
 def logits_of(model: Any, ids: torch.Tensor) -> torch.Tensor:
@@ -124,7 +123,7 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
-def check_method_run(monkeypatch, tmp_path: Path, model_dir: Path, data: tuple[Path, Path], raw: dict) -> dict:
+def check_method_run(monkeypatch, model_dir: Path, tokenizer: Any, raw: dict[str, Any]) -> dict[str, Any]:
     """Train with ``raw``, then check files, reloads, counts and what was trained; returns the spy's record."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -148,7 +147,7 @@ def check_method_run(monkeypatch, tmp_path: Path, model_dir: Path, data: tuple[P
         assert not (out / "adapter_config.json").exists()
 
     # (b) plain PEFT / Transformers (no lmtune), lmtune's loader and the in-memory model agree
-    ids = probe_ids(model_dir)
+    ids = probe_ids(tokenizer)
     base_model = AutoModelForCausalLM.from_pretrained(model_dir)
     base_logits = logits_of(base_model, ids)
     if is_peft:
@@ -177,6 +176,7 @@ def check_method_run(monkeypatch, tmp_path: Path, model_dir: Path, data: tuple[P
     assert shown_count(lines) == expected
     assert count_parameters(trained) == expected
     saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
     assert saved["run"]["trainable_params"] == expected[0]
     assert saved["run"]["total_params"] == expected[1]
     assert saved["run"]["method"] == method
@@ -186,17 +186,23 @@ def check_method_run(monkeypatch, tmp_path: Path, model_dir: Path, data: tuple[P
     trainable = {n: p for n, p in trained.named_parameters() if p.requires_grad}
     assert set(trainable) == set(seen["initial"])
     assert any(not torch.equal(p.detach(), seen["initial"][n]) for n, p in trainable.items())
+    base_state = base_model.state_dict()
     if is_peft:
         assert all(any(mark in n for mark in ADAPTER_MARKS) for n in trainable), sorted(trainable)
-        base_names = [n for n, _ in trained.named_parameters() if not any(m in n for m in ADAPTER_MARKS)]
-        assert base_names and not any(dict(trained.named_parameters())[n].requires_grad for n in base_names)
-        # the frozen base weights are untouched
-        base_state = base_model.state_dict()
-        for name, p in trained.get_base_model().named_parameters():
-            if not any(m in name for m in ADAPTER_MARKS) and name in base_state:
-                assert torch.equal(p.detach(), base_state[name]), name
+        # the base weights are frozen and untouched (wrapped layers keep theirs under ``base_layer``)
+        frozen = {
+            n: p for n, p in trained.get_base_model().named_parameters() if not any(m in n for m in ADAPTER_MARKS)
+        }
+        frozen = {n: p for n, p in frozen.items() if ".ranknum." not in n}  # AdaLoRA's rank constant
+        assert {n.replace(".base_layer", "") for n in frozen} == {n for n, _ in base_model.named_parameters()}
+        for name, p in frozen.items():
+            assert not p.requires_grad, name
+            assert torch.equal(p.detach(), base_state[name.replace(".base_layer", "")]), name
     else:
-        assert trainable_changed_vs_base(trained, base_model)
+        assert any(not torch.equal(p.detach(), base_state[n]) for n, p in trainable.items())
+        for name, p in trained.named_parameters():
+            if not p.requires_grad:  # freeze: what it does not train keeps the base weights
+                assert torch.equal(p.detach(), base_state[name]), name
 
     # (e) the fine-tuned model was evaluated
     assert math.isfinite(saved["finetuned"]["perplexity"]) and saved["finetuned"]["perplexity"] > 1
@@ -204,20 +210,13 @@ def check_method_run(monkeypatch, tmp_path: Path, model_dir: Path, data: tuple[P
     return seen
 
 
-def trainable_changed_vs_base(trained: Any, base_model: Any) -> bool:
-    base_state = base_model.state_dict()
-    return any(
-        not torch.equal(p.detach(), base_state[n]) for n, p in trained.named_parameters() if p.requires_grad
-    )
-
-
 # --------------------------------------------------------------------------- every method, Llama-style
 
 
 @pytest.mark.parametrize("method", TRAINED_METHODS)
-def test_method_round_trip(monkeypatch, tmp_path, tiny_llama_dir, data_files, method):
+def test_method_round_trip(monkeypatch, tmp_path, tiny_llama_dir, tokenizer, data_files, method):
     raw = method_raw(tiny_llama_dir, data_files, tmp_path / "run", method)
-    seen = check_method_run(monkeypatch, tmp_path, tiny_llama_dir, data_files, raw)
+    seen = check_method_run(monkeypatch, tiny_llama_dir, tokenizer, raw)
     trained = seen["model"]
     names = [n for n, p in trained.named_parameters() if p.requires_grad]
     if method in ("lora", "dora"):
@@ -225,6 +224,7 @@ def test_method_round_trip(monkeypatch, tmp_path, tiny_llama_dir, data_files, me
         assert any("lora_magnitude_vector" in n for n in names) == (method == "dora")
     elif method == "adalora":
         assert {"lora_A", "lora_B", "lora_E"} <= {n.split(".")[-2] for n in names}
+        check_adalora_budget(seen, tmp_path / "run")
     elif method == "ia3":
         assert all("ia3_l" in n for n in names)
     elif method in PROMPT_METHODS | PREFIX_METHODS:
@@ -240,10 +240,10 @@ def test_method_round_trip(monkeypatch, tmp_path, tiny_llama_dir, data_files, me
 
 
 @pytest.mark.parametrize("method", ["lora", "prefix_tuning"])
-def test_gpt2_style_model(monkeypatch, tmp_path, tiny_gpt2_dir, data_files, method):
+def test_gpt2_style_model(monkeypatch, tmp_path, tiny_gpt2_dir, tokenizer, data_files, method):
     raw = method_raw(tiny_gpt2_dir, data_files, tmp_path / "run", method)
     raw["lora"]["target_modules"] = None  # PEFT's default for gpt2: c_attn
-    seen = check_method_run(monkeypatch, tmp_path, tiny_gpt2_dir, data_files, raw)
+    seen = check_method_run(monkeypatch, tiny_gpt2_dir, tokenizer, raw)
     names = [n for n, p in seen["model"].named_parameters() if p.requires_grad]
     if method == "lora":
         assert names and all(".attn.c_attn.lora_" in n for n in names)
@@ -321,28 +321,25 @@ def test_adalora_schedule_checked_against_the_run_steps(monkeypatch, tmp_path, t
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_adalora_rank_budget_shrinks_to_target(monkeypatch, tmp_path, tiny_llama_dir, data_files):
-    """init_r 4 -> target_r 2: after the schedule the kept ranks add up to the target budget."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    raw = method_raw(tiny_llama_dir, data_files, tmp_path / "run", "adalora")
-    raw["eval"]["metrics"] = ["perplexity"]
-    seen = run_finetune(monkeypatch, raw)
+def check_adalora_budget(seen: dict[str, Any], out: Path) -> None:
+    """init_r 4 -> target_r 2 over 4 steps (tinit 1, tfinal 1): the budget callback ran and fixed
+    the ranks, the kept ranks add up to the target budget, and the saved adapter records them."""
     assert len(seen["ctx"].callbacks) == 1
-    trained = seen["model"]
-    pattern = trained.peft_config["default"].rank_pattern
-    assert pattern, "update_and_allocate never fixed the budget"
-    ranks = {name: sum(mask) for name, mask in pattern.items()}
-    assert all(len(mask) == 4 for mask in pattern.values())  # init_r
-    assert sum(ranks.values()) == 2 * len(pattern)  # target_r per adapted matrix on average
+    pattern = seen["model"].peft_config["default"].rank_pattern
+    assert pattern, "update_and_allocate never fixed the rank budget"
+    assert all(len(mask) == 4 for mask in pattern.values())  # init_r slots per adapted matrix
+    ranks = {name.replace(".default", ""): sum(mask) for name, mask in pattern.items()}
+    assert sum(ranks.values()) == 2 * len(pattern)  # target_r per matrix, on average
     assert min(ranks.values()) < 4
-    # the saved adapter has the reallocated ranks and reloads with plain PEFT
-    saved = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
-    assert {k: sum(v) for k, v in saved["rank_pattern"].items()} == ranks
-    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tmp_path / "run")
-    ids = probe_ids(tiny_llama_dir)
-    close(logits_of(plain, ids), logits_of(trained, ids))
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert {name: sum(mask) for name, mask in saved["rank_pattern"].items()} == ranks
+    # the adapter weights were saved cut to those ranks (PEFT resizes them back on load)
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "adapter_model.safetensors")
+    for name, rank in ranks.items():
+        (key,) = [k for k in weights if k.endswith("." + name)]
+        assert weights[key].shape[0] == rank, key
 
 
 # --------------------------------------------------------------------------- QLoRA without a GPU
@@ -411,7 +408,9 @@ def test_dora_is_accepted_and_reads_the_lora_section():
     assert cfg.method == "dora" and cfg.lora.r == 2
 
 
-@pytest.mark.parametrize(("typo", "meant"), [("lorra", "lora"), ("adalor", "adalora"), ("prefix-tuning", "prefix_tuning")])
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("lorra", "lora"), ("adalor", "adalora"), ("prefix-tuning", "prefix_tuning")]
+)
 def test_misspelt_method_suggests_the_right_one(typo, meant):
     message = config_error({"method": typo, "data": {"train": "x"}})
     assert "method:" in message and f"did you mean '{meant}'" in message

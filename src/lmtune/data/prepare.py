@@ -155,9 +155,12 @@ def encode_all(
             if overlong == "drop":
                 cut["dropped"] += 1
                 continue
+            enc = {k: v[: encoder.max_length] for k, v in enc.items()}
+            if all(label == IGNORE for label in enc["labels"]):  # the cut took the whole answer
+                cut["dropped"] += 1
+                continue
             cut["truncated"] += 1
             cut["tokens_cut"] += extra
-            enc = {k: v[: encoder.max_length] for k, v in enc.items()}
         # int32 arrays: a quarter of the memory of Python int lists
         rows.append({k: np.asarray(v, dtype=np.int32) for k, v in enc.items()})
         kept.append(ex)
