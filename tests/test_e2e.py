@@ -22,6 +22,7 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
         "training.max_steps=3",
         f"data.train={data / 'train.jsonl'}",
         f"data.eval={data / 'eval.jsonl'}",
+        f"eval.reference={data / 'general_eval.jsonl'}",
         "eval.max_samples=4",
         "eval.max_new_tokens=16",
         f"training.output_dir={out}",
@@ -30,6 +31,7 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "finetuned" in printed and f"run folder: {out}" in printed
+    assert "forgetting: perplexity on" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
     base, finetuned = metrics["base"], metrics["finetuned"]

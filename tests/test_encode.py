@@ -156,11 +156,19 @@ def test_encode_all_drops_or_truncates_overlong_examples(tokenizer, example):
     assert [{k: v.tolist() for k, v in r.items()} for r in rows] == [encoder.encode(short)]
     assert all(v.dtype == np.int32 for r in rows for v in r.values())
 
+    # truncating this one would leave no answer token to learn from: it is dropped, not kept label-less
     rows, kept, cut = encode_all(encoder, [example, short], "truncate")
-    assert kept == [example, short]
-    assert cut == {"dropped": 0, "truncated": 1, "tokens_cut": n - 5}
-    assert rows[0]["input_ids"].tolist() == full["input_ids"][:5]
-    assert rows[0]["labels"].tolist() == [IGNORE] * 5  # nothing left to train on in this one
+    assert kept == [short]
+    assert cut == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
+
+    # with room for part of the answer, truncation keeps the example and counts the cut tokens
+    prompt_len = len(encoder.prompt_ids(example))
+    roomy = Encoder(tokenizer, max_length=prompt_len + 2)
+    rows, kept, cut = encode_all(roomy, [example], "truncate")
+    assert kept == [example]
+    assert cut == {"dropped": 0, "truncated": 1, "tokens_cut": n - prompt_len - 2}
+    assert rows[0]["input_ids"].tolist() == full["input_ids"][: prompt_len + 2]
+    assert rows[0]["labels"].tolist()[-2:] == full["input_ids"][prompt_len : prompt_len + 2]
 
 
 def test_no_training_example_with_an_answer_token_is_an_error(tokenizer, example):

@@ -49,6 +49,9 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     """Run the whole pipeline; returns the contents of ``metrics.json``."""
     out = Path(cfg.training.output_dir)
     check_device(cfg)
+    for key, path in (("eval.reference", cfg.eval.reference), ("continual.reference", cfg.continual.reference)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: {path}: no such file (relative paths start from the current folder)")
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
     prepare_run_folder(out, overwrite)
 
