@@ -101,8 +101,8 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         )
     trainable, total = count_parameters(model)
     echo(f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
-    echo("training ...")
     echo("method settings: " + ", ".join(f"{k}={v}" for k, v in settings(cfg).items()))
+    echo("training ...")
     result = train(model, tokenizer, train_rows, eval_rows, cfg, callbacks=ctx.callbacks, penalty=penalty)
     trainer = result.pop("trainer")
     trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
