@@ -26,6 +26,7 @@ from lmtune.config import EMBEDDED_MODEL
 from lmtune.data.demo import make_row
 from lmtune.models import resolve
 
+RESULTS = Path(__file__).resolve().parent / "results" / "data_check.txt"
 SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
@@ -62,7 +63,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, nargs="+", default=[10000, 50000])
     a = p.parse_args()
-    print(f"{'rows':>8}  {'file MiB':>8}  {'wall s':>7}  {'peak RSS MiB':>12}  {'train tokens':>12}")
+    lines = [f"{'rows':>8}  {'file MiB':>8}  {'wall s':>7}  {'peak RSS MiB':>12}  {'train tokens':>12}"]
+    print(lines[0])
     model = str(resolve(EMBEDDED_MODEL))  # the converted tokenizer, so the child needs no conversion
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.rows:  # ru_maxrss of children is a running maximum: go from small to large
@@ -71,7 +73,10 @@ def main() -> None:
             report = Path(tmp) / f"report{n}.json"
             wall, peak = run_check(path, report, model, str(Path(tmp) / f"cache{n}"))
             tokens = json.loads(report.read_text())["tokens"]["total"]
-            print(f"{n:>8}  {path.stat().st_size / 2**20:>8.1f}  {wall:>7.1f}  {peak:>12.0f}  {tokens:>12,}")
+            lines.append(f"{n:>8}  {path.stat().st_size / 2**20:>8.1f}  {wall:>7.1f}  {peak:>12.0f}  {tokens:>12,}")
+            print(lines[-1])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -268,7 +268,7 @@ class TrainingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _extras_are_training_arguments(self) -> TrainingConfig:
-        valid = _training_argument_names() | set(type(self).model_fields)
+        valid = training_argument_names() | set(type(self).model_fields)
         for key in self.model_extra or {}:
             if key == "seed":
                 raise ValueError("training.seed: use the top-level 'seed' key, which seeds everything")
@@ -450,7 +450,7 @@ class _UnknownKey(ValueError):
 
 
 @cache
-def _training_argument_names() -> frozenset[str]:
+def training_argument_names() -> frozenset[str]:
     from transformers import TrainingArguments
 
     return frozenset(f.name for f in dataclasses.fields(TrainingArguments))

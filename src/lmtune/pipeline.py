@@ -77,7 +77,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     predictions: dict[str, list[dict[str, Any]]] = {}
     if cfg.eval.base:
         echo("evaluating the base model ...")
-        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
+        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows, cfg)
 
     reference = _reference_rows(encoder, cfg.eval.reference)
     if reference:
@@ -109,7 +109,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     tokenizer.save_pretrained(out)
 
     echo("evaluating the fine-tuned model ...")
-    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, cfg)
+    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows, cfg)
     if reference:
         f = metrics["forgetting"]
         f["finetuned_perplexity"] = _ppl(model, tokenizer, reference, cfg)
@@ -228,9 +228,13 @@ def total_steps(n_train: int, cfg: RunConfig) -> int:
     return math.ceil(per_epoch * t.num_train_epochs)
 
 
-def _evaluate(model: Any, tokenizer: Any, encoder: Encoder, examples: list, cfg: RunConfig) -> tuple[dict, list]:
+def _evaluate(
+    model: Any, tokenizer: Any, encoder: Encoder, examples: list, rows: list, cfg: RunConfig
+) -> tuple[dict, list]:
     e = cfg.eval
-    return evaluate_model(model, tokenizer, encoder, examples, e.metrics, e.max_samples, e.max_new_tokens, e.batch_size)
+    return evaluate_model(
+        model, tokenizer, encoder, examples, e.metrics, e.max_samples, e.max_new_tokens, e.batch_size, encoded=rows
+    )
 
 
 def prepare_run_folder(out: Path, overwrite: bool) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, training_argument_names
 from lmtune.data.collate import PadCollator
 
 TRAIN_LOG = "train_log.jsonl"
@@ -26,7 +26,7 @@ def training_arguments(cfg: RunConfig) -> Any:
     args.setdefault("remove_unused_columns", False)  # our rows hold exactly what the model takes
     args.setdefault("disable_tqdm", not sys.stderr.isatty())  # plain log lines when not on a terminal
     args.setdefault("dataloader_pin_memory", _has_accelerator())
-    if "activation_checkpointing" in _argument_names():
+    if "activation_checkpointing" in training_argument_names():
         # Transformers 5 renamed it; the config keeps the name users know.
         args["activation_checkpointing"] = args.pop("gradient_checkpointing")
     args["seed"] = cfg.seed
@@ -38,14 +38,6 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.cuda.is_available() or torch.backends.mps.is_available()
-
-
-def _argument_names() -> set[str]:
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    return {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
 def train(

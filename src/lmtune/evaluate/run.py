@@ -22,6 +22,7 @@ def evaluate_model(
     max_samples: int | None = 200,
     max_new_tokens: int = 128,
     batch_size: int = 16,
+    encoded: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns (metrics ``M``, predictions) for one model on held-out examples.
 
@@ -32,7 +33,8 @@ def evaluate_model(
     start = time.perf_counter()
     nll: list[tuple[float, int]] = []
     if "perplexity" in metrics:
-        encoded = [encoder.encode(e) for e in examples]
+        if encoded is None:  # rows tokenised already (the pipeline's cache) are used as given
+            encoded = [encoder.encode(e) for e in examples]
         nll = perplexity(model, encoded, tokenizer.pad_token_id, batch_size=batch_size)["per_example"]
     wants_text = [m for m in ("bleu", "rouge") if m in metrics]
     answerable = [i for i, e in enumerate(examples) if e.text is None]
