@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lmtune.errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-METRICS = ("perplexity", "bleu", "rouge")
+METRICS = ("perplexity", "bleu", "rouge", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1")
+"""Every metric ``eval.metrics`` may name; accuracy / macro-F1 are reported only for label-like answers."""
 DATA_FORMATS = ("auto", "text", "prompt_completion", "input_output", "alpaca", "messages", "sharegpt", "cot")
 
 
@@ -239,7 +240,12 @@ class TrainingConfig(BaseModel):
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
-    report_to: str | list[str] = "none"
+    report_to: str | list[str] = "tensorboard"
+    early_stopping_patience: int | None = Field(None, gt=0)
+    """Stop after this many evaluations without improvement of ``eval_loss`` (not a TrainingArguments
+    field: it configures ``EarlyStoppingCallback``); the best checkpoint is reloaded at the end."""
+    early_stopping_threshold: float = Field(0.0, ge=0)
+    """How much ``eval_loss`` must drop to count as an improvement."""
 
     @field_validator("max_steps")
     @classmethod
@@ -264,6 +270,8 @@ class TrainingConfig(BaseModel):
             raise ValueError("give warmup_ratio or warmup_steps, not both")
         if self.bf16 and self.fp16:
             raise ValueError("give bf16 or fp16, not both")
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("early_stopping_patience needs eval_strategy: steps or epoch (it watches eval_loss)")
         return self
 
     @model_validator(mode="after")
@@ -290,6 +298,18 @@ class EvalConfig(_Section):
     """Also evaluate the model before fine-tuning, for the side-by-side table."""
     reference: str | None = None
     """General-domain data whose perplexity is measured before and after: the forgetting figure."""
+    stride: int = Field(256, gt=0)
+    """Sliding-window perplexity for ``text`` rows longer than ``data.max_length``: tokens the window
+    moves each step (the Transformers documentation's convention; each token is scored once)."""
+    reward_model: str | None = None
+    """A sequence-classification reward model (hub id or local folder) that scores (prompt, answer) pairs."""
+    reward_batch_size: int = Field(8, gt=0)
+    generate_every: int | None = Field(None, gt=0)
+    """During training, also compute the generation metrics every N evaluations (needs ``training.eval_strategy``)."""
+    generate_samples: int = Field(16, gt=0)
+    """Held-out rows generated for at each of those in-training evaluations."""
+    report_samples: int = Field(8, ge=0)
+    """Prompts shown with base answer, fine-tuned answer and reference in the reports."""
 
 
 class ContinualConfig(_Section):
@@ -352,6 +372,12 @@ class RunConfig(_Section):
         if v not in METHODS:
             raise ValueError(f"must be one of {', '.join(METHODS)}{_did_you_mean(v, list(METHODS))}")
         return v
+
+    @model_validator(mode="after")
+    def _generation_during_training_needs_evaluations(self) -> RunConfig:
+        if self.eval.generate_every and self.training.eval_strategy == "no":
+            raise ValueError("eval.generate_every needs training.eval_strategy: steps or epoch")
+        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -473,7 +499,8 @@ def _describe(err: dict[str, Any]) -> str:
     msg = msg.removeprefix("Value error, ")
     found = err.get("input")
     shown = "" if isinstance(found, dict) else f" (found {found!r})"
-    return f"{'.'.join(loc)}: {msg[0].lower() + msg[1:]}{shown}"
+    text = msg[0].lower() + msg[1:] + shown
+    return f"{'.'.join(loc)}: {text}" if loc else text  # whole-config checks name their keys themselves
 
 
 def _fields_at(loc: list[str]) -> list[str]:
