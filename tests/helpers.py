@@ -46,3 +46,24 @@ def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method
         },
         "eval": {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4},
     }
+
+
+def save_llama_reward(folder, tokenizer, pad_on_config: bool = True):
+    """A tiny random Llama reward model: its head reads the last real token, found with pad_token_id."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id if pad_on_config else None,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

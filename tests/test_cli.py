@@ -310,9 +310,9 @@ def test_eval_on_a_model_folder(tmp_path, tiny_llama_dir, task_files, capsys):
 
 
 def test_eval_unknown_metric(tmp_path, tiny_llama_dir, task_files, capsys):
-    argv = ["eval", "--model", str(tiny_llama_dir), "--data", str(task_files[1]), "--metrics", "perplexity,chrf"]
+    argv = ["eval", "--model", str(tiny_llama_dir), "--data", str(task_files[1]), "--metrics", "perplexity,chrff"]
     assert main(argv) == 2
-    assert "--metrics: unknown metric 'chrf'" in one_error_line(capsys)
+    assert "--metrics: unknown metric 'chrff'" in one_error_line(capsys)
 
 
 def test_generate_prints_the_greedy_answer(tiny_llama_dir, tiny_llama, tokenizer, capsys):

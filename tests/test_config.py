@@ -183,7 +183,7 @@ def test_any_training_arguments_field_passes_through(config_file, tmp_path):
         ("lora.dropout=1.5", "lora.dropout", "less than 1"),
         ("data.format=jsonl", "data.format", "'prompt_completion'"),
         ("data.template=chatml", "data.template", "'plain'"),
-        ("eval.metrics=[perplexity,chrf]", "eval.metrics.1", "'rouge'"),
+        ("eval.metrics=[perplexity,meteor]", "eval.metrics.1", "'token_f1'"),
         ("model.dtype=float64", "model.dtype", "'bfloat16'"),
         ("seed=many", "seed", "valid integer"),
         ("training.eval_strategy=sometimes", "training.eval_strategy", "'epoch'"),

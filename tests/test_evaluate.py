@@ -1,4 +1,5 @@
-"""Perplexity by hand, BLEU / ROUGE against the reference libraries, batched generation."""
+"""Perplexity by hand (also with a sliding window), metrics against the reference libraries,
+batched generation, the evaluation pass, and reward-model scores."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ from dataclasses import replace
 import pytest
 import sacrebleu
 import torch
+import torch.nn.functional as F
+from helpers import save_llama_reward
 from rouge_score import rouge_scorer
 
+from lmtune.config import METRICS
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import to_example
+from lmtune.data.prepare import TaskData, encode_all, summary, tokenize_task_data
+from lmtune.errors import ModelError
+from lmtune.evaluate import metrics as M
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.metrics import ROUGE_TYPES, bleu, rouge
-from lmtune.evaluate.perplexity import aggregate, perplexity
-from lmtune.evaluate.run import evaluate_model
+from lmtune.evaluate.perplexity import aggregate, perplexity, sliding_window_nll, sliding_windows
+from lmtune.evaluate.reward import load_reward_model, reward_scores
+from lmtune.evaluate.run import evaluate_model, metric_settings
 
 # --------------------------------------------------------------------------- perplexity
 
@@ -256,3 +264,296 @@ def test_evaluate_model_reports_every_task(tiny_llama, tokenizer):
 
     one_task, _ = evaluate_model(tiny_llama, tokenizer, encoder, examples[:1] + examples[2:4], metrics=["perplexity"])
     assert "by_task" not in one_task
+
+
+# --------------------------------------------------------------------------- chrF, SQuAD and label metrics
+
+
+def label_examples() -> list:
+    rows = [
+        {"prompt": "Review: great film.", "completion": "positive"},
+        {"prompt": "Review: dull and slow.", "completion": "negative"},
+        {"prompt": "Review: loved it.", "completion": "Positive"},
+        {"prompt": "Review: a waste of time.", "completion": "negative"},
+    ]
+    return [to_example(r, "prompt_completion") for r in rows]
+
+
+def test_evaluate_model_generation_metrics(tiny_llama, tokenizer):
+    encoder = Encoder(tokenizer)
+    wanted = ["chrf", "exact_match", "token_f1", "accuracy", "macro_f1"]
+    examples = label_examples()
+    result, predictions = evaluate_model(tiny_llama, tokenizer, encoder, examples, wanted, max_new_tokens=3)
+    assert set(result) == {*wanted, "generation", "eval_time_s"}
+    hyps = [p["prediction"] for p in predictions]
+    refs = [list(e.references) for e in examples]
+    assert result["chrf"] == M.chrf(hyps, refs) and set(result["chrf"]) == {"chrf"}
+    assert result["exact_match"] == M.exact_match(hyps, refs)
+    assert result["token_f1"] == M.token_f1(hyps, refs)
+    assert result["accuracy"] == M.accuracy(hyps, refs)
+    assert result["macro_f1"] == M.macro_f1(hyps, refs)
+    assert all(isinstance(result[k], float) for k in ("exact_match", "token_f1", "accuracy", "macro_f1"))
+
+    # free-text answers: accuracy and macro-F1 would mean nothing, so they are left out
+    free = [to_example({"prompt": f"Say {w}.", "completion": f"I say {w} to you."}, "prompt_completion") for w in "ab"]
+    result, _ = evaluate_model(tiny_llama, tokenizer, encoder, free, wanted, max_new_tokens=3)
+    assert set(result) == {"chrf", "exact_match", "token_f1", "generation", "eval_time_s"}
+
+
+def test_label_metrics_are_judged_per_task(tiny_llama, tokenizer):
+    labels = [replace(e, task="sentiment") for e in label_examples()]
+    free = [
+        replace(
+            to_example({"prompt": f"Describe {w}.", "completion": f"{w} is a word."}, "prompt_completion"), task="d"
+        )
+        for w in ("rain", "snow")
+    ]
+    result, predictions = evaluate_model(
+        tiny_llama, tokenizer, Encoder(tokenizer), labels + free, ["accuracy", "macro_f1"], max_new_tokens=2
+    )
+    assert "accuracy" not in result and "macro_f1" not in result  # all answers together are not label-like
+    sentiment = result["by_task"]["sentiment"]
+    hyps = [p["prediction"] for p in predictions if p["task"] == "sentiment"]
+    refs = [list(e.references) for e in labels]
+    assert sentiment["accuracy"] == M.accuracy(hyps, refs)
+    assert sentiment["macro_f1"] == M.macro_f1(hyps, refs)
+    assert "accuracy" not in result["by_task"]["d"]
+
+
+def test_metric_settings_name_every_metric():
+    settings = metric_settings(stride=64)
+    assert set(METRICS) <= set(settings)
+    for name in METRICS:
+        assert settings[name]["implementation"], name
+    assert settings["perplexity"]["stride"] == 64
+    assert settings["chrf"] == M.CHRF_SETTINGS
+    assert {"char_order", "word_order", "beta"} <= set(settings["chrf"])
+    assert "f1_score" in settings["macro_f1"]["function"] and "accuracy_score" in settings["accuracy"]["function"]
+
+
+# --------------------------------------------------------------------------- sliding-window perplexity
+
+WINDOW = 16
+LONG_TEXT = (
+    "Rain spread east across the valley on Monday morning, and by noon the river had risen above the "
+    "old stone bridge. Farmers moved their sheep to the higher fields while the wind turned north. "
+    "In the evening the clouds broke, the first stars came out, and the village counted its wet hay."
+)
+
+
+@pytest.fixture
+def long_ids(tokenizer) -> list[int]:
+    ids = Encoder(tokenizer, max_length=WINDOW).encode(to_example({"text": LONG_TEXT}, "text"), truncate=False)
+    assert ids["labels"] == ids["input_ids"]  # text data: every token is a label
+    assert len(ids["input_ids"]) > 3 * WINDOW
+    return ids["input_ids"]
+
+
+def hf_documentation_loop(model, ids: list[int], max_length: int, stride: int) -> tuple[float, int]:
+    """The loop of the Transformers guide "Perplexity of fixed-length models", written out plainly."""
+    nll_sum, n_tokens, prev_end = 0.0, 0, 0
+    for begin in range(0, len(ids), stride):
+        end = min(begin + max_length, len(ids))
+        trg_len = end - prev_end  # only tokens the previous window did not score
+        input_ids = torch.tensor([ids[begin:end]])
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            logits = model(input_ids).logits
+        shifted = target_ids[0, 1:]  # position t predicts token t+1
+        nll_sum += F.cross_entropy(logits[0, :-1], shifted, ignore_index=-100, reduction="sum").item()
+        n_tokens += int((shifted != -100).sum())
+        prev_end = end
+        if end == len(ids):
+            break
+    return nll_sum, n_tokens
+
+
+@pytest.mark.parametrize("stride", [1, 5, 8, WINDOW - 1])
+def test_sliding_window_equals_the_documented_loop(tiny_llama, long_ids, stride):
+    ours = sliding_window_nll(tiny_llama, long_ids, WINDOW, stride, batch_size=4)
+    theirs = hf_documentation_loop(tiny_llama, long_ids, WINDOW, stride)
+    assert ours[1] == theirs[1] == len(long_ids) - 1
+    assert ours[0] == pytest.approx(theirs[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 8, WINDOW - 1, WINDOW, 100])
+def test_sliding_window_scores_every_token_after_the_first_once(tiny_llama, long_ids, stride):
+    windows = sliding_windows(len(long_ids), WINDOW, stride)
+    scored = [t for begin, end, first in windows for t in range(first, end)]
+    assert scored == list(range(1, len(long_ids)))  # each once, in order
+    assert all(end - begin <= WINDOW and begin < first for begin, end, first in windows)
+    assert windows[-1][1] == len(long_ids)
+    _, count = sliding_window_nll(tiny_llama, long_ids, WINDOW, stride)
+    assert count == len(long_ids) - 1
+
+
+@pytest.mark.parametrize("stride", [WINDOW, WINDOW + 7])
+def test_sliding_window_without_overlap_is_the_sum_of_independent_chunks(tiny_llama, tokenizer, long_ids, stride):
+    # a stride of the whole window is taken as window - 1: chunks share one token, the last one scored
+    # by a chunk being the first (unscored) context token of the next, so no token goes unscored
+    step = WINDOW - 1
+    chunks = [long_ids[b : b + WINDOW] for b in range(0, len(long_ids) - 1, step)]
+    per_chunk = perplexity(tiny_llama, [{"input_ids": c, "labels": c} for c in chunks], tokenizer.pad_token_id)
+    nll, count = sliding_window_nll(tiny_llama, long_ids, WINDOW, stride)
+    assert count == sum(c for _, c in per_chunk["per_example"]) == len(long_ids) - 1
+    assert nll == pytest.approx(sum(n for n, _ in per_chunk["per_example"]), rel=1e-5)
+
+
+def test_sliding_window_on_a_short_sequence_is_plain_perplexity(tiny_llama, tokenizer, long_ids):
+    short = long_ids[:WINDOW]
+    plain = perplexity(tiny_llama, [{"input_ids": short, "labels": short}], tokenizer.pad_token_id)
+    for stride in (1, 4, WINDOW):
+        assert sliding_window_nll(tiny_llama, short, WINDOW, stride) == plain["per_example"][0]
+    # masked labels are honoured: only the labelled positions are scored
+    labels = [IGNORE] * 5 + short[5:]
+    masked = perplexity(tiny_llama, [{"input_ids": short, "labels": labels}], tokenizer.pad_token_id)
+    assert sliding_window_nll(tiny_llama, short, WINDOW, 4, labels=labels) == masked["per_example"][0]
+
+
+def test_sliding_window_is_better_than_truncation_and_needs_a_sane_window(tiny_llama, long_ids):
+    with pytest.raises(ValueError, match="stride=0"):
+        sliding_window_nll(tiny_llama, long_ids, WINDOW, 0)
+    with pytest.raises(ValueError, match="max_length=1"):
+        sliding_windows(10, 1, 1)
+    assert sliding_windows(1, WINDOW, 4) == []
+    tiny_llama.train()
+    sliding_window_nll(tiny_llama, long_ids, WINDOW, 8)
+    assert tiny_llama.training  # training mode restored
+
+
+def test_evaluate_model_scores_long_text_with_a_sliding_window(tiny_llama, tokenizer, long_ids):
+    encoder = Encoder(tokenizer, max_length=WINDOW)
+    examples = [to_example({"text": LONG_TEXT}, "text"), to_example({"text": "Short and sweet."}, "text")]
+    short = encoder.encode(examples[1])
+    assert len(short["input_ids"]) < WINDOW
+    expected_long = sliding_window_nll(tiny_llama, long_ids, WINDOW, 8)
+    expected_short = perplexity(tiny_llama, [short], tokenizer.pad_token_id)["per_example"][0]
+    expected = aggregate([expected_long, expected_short])
+
+    truncated_rows = [encoder.encode(e) for e in examples]  # what the pipeline passes (rows cut at max_length)
+    for encoded in (None, truncated_rows):
+        result, predictions = evaluate_model(tiny_llama, tokenizer, encoder, examples, encoded=encoded, stride=8)
+        assert predictions == []
+        detail = result["perplexity_detail"]
+        assert detail["tokens"] == len(long_ids) - 1 + len(short["input_ids"]) - 1
+        assert detail["examples"] == 2
+        assert detail["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+        assert result["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+        assert detail["sliding_window"] == {"examples": 1, "window": WINDOW, "stride": 8}
+    # the truncated row alone would score far fewer tokens
+    cut = perplexity(tiny_llama, truncated_rows[:1], tokenizer.pad_token_id)
+    assert cut["tokens"] == WINDOW - 1 < len(long_ids) - 1
+
+
+def text_task(tokenizer, lengths: dict[str, list[str]]) -> TaskData:
+    split = {k: [to_example({"text": t}, "text") for t in v] for k, v in lengths.items()}
+    report = {"sources": [], "splits": {"train": len(split["train"]), "eval": len(split["eval"]), "test": 0}}
+    return TaskData(split["train"], split["eval"], [], "text", "eval.jsonl", report)
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate"])
+def test_long_held_out_text_is_kept_for_the_sliding_window(tokenizer, policy):
+    encoder = Encoder(tokenizer, max_length=WINDOW)
+    data = text_task(tokenizer, {"train": ["A short one.", LONG_TEXT], "eval": ["Short held out.", LONG_TEXT]})
+    n_long = len(encoder.encode(data.eval[1], truncate=False)["input_ids"])
+    tok = tokenize_task_data(encoder, data, policy)
+    assert tok.eval_examples == data.eval  # kept, whatever the policy
+    assert len(tok.eval[1]["input_ids"]) == WINDOW  # its row, for whatever needs a row, is cut
+    over = data.report["overlong"]
+    assert over["eval"] == {"dropped": 0, "truncated": 0, "tokens_cut": 0, "sliding_window": 1}
+    # the training set is unchanged: the policy applies
+    if policy == "drop":
+        assert len(tok.train) == 1 and over["train"] == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
+    else:
+        assert len(tok.train) == 2
+        assert over["train"] == {"dropped": 0, "truncated": 1, "tokens_cut": n_long - WINDOW}
+    assert "eval 0 dropped / 0 truncated / 1 scored by sliding window" in summary(data.report)
+
+
+def test_long_held_out_answers_still_follow_the_policy(tokenizer):
+    encoder = Encoder(tokenizer, max_length=WINDOW)
+    long_answer = to_example({"prompt": "Tell me.", "completion": LONG_TEXT}, "prompt_completion")
+    rows, kept, cut = encode_all(encoder, [long_answer], "drop", keep_long_text=True)
+    assert kept == [] and cut == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
+
+
+# --------------------------------------------------------------------------- reward model
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"what is the capital of france paris ? . a city".split()]
+PAIRS = [
+    ("What is the capital of France?", "Paris."),
+    ("What is the capital of France?", "A city."),
+    ("What is it?", "The capital of France is Paris, a city."),
+    ("France?", "Paris"),
+    ("What is Paris?", "The capital of France."),
+]
+
+
+def save_bert_reward(folder, num_labels: int):
+    """A tiny random BERT cross-encoder (text pairs with [SEP], like DeBERTa reward models) and its tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=num_labels,
+        pad_token_id=0,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(params=["bert", "llama", "llama-no-pad-id"])
+def reward_dir(request, tmp_path, tokenizer):
+    if request.param == "bert":
+        return save_bert_reward(tmp_path / "bert", num_labels=1)
+    # without a pad_token_id on its config, load_reward_model sets the tokenizer's
+    return save_llama_reward(tmp_path / "llama", tokenizer, pad_on_config=request.param == "llama")
+
+
+def direct_scores(model, tok, pairs, column: int) -> list[float]:
+    out = []
+    with torch.no_grad():
+        for prompt, answer in pairs:
+            out.append(model(**tok(prompt, answer, return_tensors="pt")).logits[0, column].item())
+    return out
+
+
+def test_reward_scores_equal_a_direct_model_call(reward_dir):
+    model, tok = load_reward_model(str(reward_dir))
+    assert not model.training and model.config.num_labels == 1
+    assert model.config.pad_token_id == tok.pad_token_id is not None
+    lengths = {len(tok(p, a)["input_ids"]) for p, a in PAIRS}
+    assert len(lengths) > 2  # batches need padding
+    expected = direct_scores(model, tok, PAIRS, column=0)
+    prompts, answers = [p for p, _ in PAIRS], [a for _, a in PAIRS]
+    for batch_size in (1, 2, 8):  # padding changes nothing
+        scores = reward_scores(model, tok, prompts, answers, batch_size=batch_size)
+        assert scores == pytest.approx(expected, abs=1e-5)
+    assert len(set(scores)) == len(PAIRS)  # the scores tell the pairs apart
+    # the text pair is read as one: the question matters to the score of the same answer
+    two = reward_scores(model, tok, ["What is the capital of France?", "What is it?"], ["Paris.", "Paris."])
+    assert two[0] != two[1]
+
+
+def test_two_label_reward_head_uses_the_last_label(tmp_path):
+    model, tok = load_reward_model(str(save_bert_reward(tmp_path / "bert2", num_labels=2)))
+    prompts, answers = [p for p, _ in PAIRS], [a for _, a in PAIRS]
+    scores = reward_scores(model, tok, prompts, answers, batch_size=3)
+    assert scores == pytest.approx(direct_scores(model, tok, PAIRS, column=1), abs=1e-5)
+    assert scores != pytest.approx(direct_scores(model, tok, PAIRS, column=0), abs=1e-5)
+
+
+def test_reward_model_names_that_cannot_load(tmp_path):
+    with pytest.raises(ModelError, match="eval.reward_model: .*no such file or folder"):
+        load_reward_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelError, match="eval.reward_model: 'someone/reward-model' .*cannot be reached"):
+        load_reward_model("someone/reward-model")
+    with pytest.raises(ValueError, match="2 prompts but 1 answers"):
+        reward_scores(None, None, ["a", "b"], ["c"])

@@ -18,7 +18,9 @@ from lmtune import pipeline
 from lmtune.config import ModelConfig, load_config, validate_config
 from lmtune.models import load_model
 
-M_KEYS = {"perplexity", "perplexity_detail", "bleu", "rouge", "generation", "eval_time_s"}
+M_KEYS = {
+    "perplexity", "perplexity_detail", "bleu", "rouge", "chrf", "exact_match", "token_f1", "generation", "eval_time_s",
+}  # fmt: skip
 BLEU_KEYS = {"bleu", "precisions", "brevity_penalty", "length_ratio", "hyp_len", "ref_len"}
 ROUGE_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 

@@ -30,12 +30,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.score_review:
+        return _score_review(Path(args.score_review))
+    if args.human_review and not args.data:
+        return _review_from_run(Path(args.model), Path(args.human_review))
+    if not args.data:
+        raise LmtuneError("eval: --data FILE is required (except with --score-review, or --human-review on a run)")
     from lmtune.config import METRICS
     from lmtune.data.formats import read_examples
     from lmtune.evaluate.run import evaluate_model, metric_settings
     from lmtune.pipeline import write_jsonl
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(METRICS)
     if unknown := [m for m in metrics if m not in METRICS]:
         raise LmtuneError(f"--metrics: unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
     data = read_examples(args.data, args.format)
@@ -45,12 +51,90 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
     result["metric_settings"] = metric_settings()
     print(json.dumps({k: v for k, v in result.items() if k != "metric_settings"}, indent=2))
+    if args.human_review:
+        base = _baseline_predictions(args, data.examples, metrics)
+        _write_review(base, predictions, Path(args.human_review))
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if predictions:
             write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
+
+
+def _review_from_run(run: Path, sheet: Path) -> None:
+    """A review sheet from the answers a run already wrote (base and fine-tuned, same prompts)."""
+    files = [run / "predictions_base.jsonl", run / "predictions_finetuned.jsonl"]
+    if missing := [f for f in files if not f.is_file()]:
+        raise LmtuneError(
+            f"--human-review: {missing[0]} not found; give a run folder evaluated with eval.base: true, "
+            "or --data FILE to generate the answers now"
+        )
+    base, finetuned = ([json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()] for f in files)
+    _write_review(base, finetuned, sheet)
+
+
+def _baseline_predictions(args: argparse.Namespace, examples: list, metrics: list[str]) -> list[dict]:
+    """Answers of the model the reviewed one is compared with: ``--baseline``, else the run's base model."""
+    from lmtune.config import read_yaml
+    from lmtune.evaluate.run import evaluate_model
+
+    baseline = args.baseline
+    run_config = Path(args.model) / "config.yaml"
+    if baseline is None and run_config.is_file():
+        baseline = (read_yaml(run_config).get("model") or {}).get("name")
+    if baseline is None:
+        raise LmtuneError("--human-review: name the model to compare with: --baseline MODEL")
+    args = argparse.Namespace(**{**vars(args), "model": baseline})
+    model, tokenizer, encoder = _model_and_encoder(args)
+    wanted = [m for m in metrics if m != "perplexity"] or ["bleu"]
+    _, predictions = evaluate_model(
+        model, tokenizer, encoder, examples, wanted, args.max_samples, args.max_new_tokens, args.batch_size
+    )
+    return predictions
+
+
+def _write_review(base: list[dict], finetuned: list[dict], sheet: Path) -> None:
+    from lmtune.evaluate.review import write_review_sheet
+
+    paths = write_review_sheet(base, finetuned, sheet)
+    print(
+        f"review sheet: {paths['sheet']} ({len(base)} rows; fill 'preference' with A, B or tie)\n"
+        f"key (keep it away from reviewers): {paths['key']}\n"
+        f"then: lmtune eval --score-review {paths['sheet']}"
+    )
+
+
+def _score_review(sheet: Path) -> None:
+    from lmtune.evaluate.review import score_review
+
+    s = score_review(sheet)
+    print(
+        f"fine-tuned vs base on {s['rated']} rated rows ({s['unrated']} not rated): "
+        f"win {s['win_rate']:.1%}, tie {s['tie_rate']:.1%}, loss {s['loss_rate']:.1%} "
+        f"({s['finetuned_wins']}/{s['ties']}/{s['base_wins']})"
+    )
+    out = sheet.with_name(sheet.stem + ".scores.json")
+    out.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
+    print(f"written: {out}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from lmtune.report import compare_runs
+
+    print(compare_runs([Path(f) for f in args.runs], Path(args.output) if args.output else None))
+    if args.output:
+        print(f"written: {Path(args.output) / 'compare.md'}, {Path(args.output) / 'compare_loss.png'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from lmtune.report import write_reports
+
+    run = Path(args.run)
+    if not (run / "metrics.json").is_file():
+        raise LmtuneError(f"{run}: not a finished run folder (no metrics.json)")
+    for path in write_reports(run).values():
+        print(f"written: {path}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -170,13 +254,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = verbs.add_parser("eval", help="evaluate a model or run folder on a dataset")
     model_options(e)
-    e.add_argument("--data", required=True, help="JSONL / JSON / CSV file")
+    e.add_argument("--data", help="JSONL / JSON / CSV file")
     e.add_argument("--format", choices=DATA_FORMATS, default="auto")
-    e.add_argument("--metrics", default="perplexity,bleu,rouge", help="comma-separated (default: all)")
+    e.add_argument("--metrics", help="comma-separated, e.g. perplexity,bleu,rouge,chrf (default: all)")
     e.add_argument("--max-samples", type=int, default=200, help="rows generated for (BLEU/ROUGE)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--output", help="write metrics here (JSON) and predictions next to it")
+    e.add_argument(
+        "--human-review",
+        metavar="SHEET.csv",
+        help="write a blind side-by-side sheet: a run's base vs fine-tuned answers (or, with --data, "
+        "the model's answers vs --baseline's)",
+    )
+    e.add_argument("--baseline", help="with --human-review and --data: the model to compare with (default: run's base)")
+    e.add_argument("--score-review", metavar="SHEET.csv", help="win/tie/loss rates from a filled-in review sheet")
     e.set_defaults(func=cmd_eval)
+
+    cmp = verbs.add_parser("compare", help="several runs side by side: one table, overlaid loss curves")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    cmp.add_argument("--output", help="folder for compare.md and compare_loss.png")
+    cmp.set_defaults(func=cmd_compare)
+
+    r = verbs.add_parser("report", help="write report.md and report.html of a run folder again")
+    r.add_argument("run", help="run folder")
+    r.set_defaults(func=cmd_report)
 
     g = verbs.add_parser("generate", help="one answer from a model or run folder")
     model_options(g)

@@ -21,11 +21,12 @@ from lmtune.data.formats import Example
 from lmtune.data.prepare import load_task_data, summary
 from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
+from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
 from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.models import load_model
-from lmtune.report import forgetting_line, markdown_report, text_table
+from lmtune.report import forgetting_line, text_table, write_reports
 from lmtune.train import TRAIN_LOG, train
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ DATA_REPORT = "data_report.json"
 RUN_FILES = (
     DATA_REPORT, "test.jsonl", "config.yaml", "metrics.json", TRAIN_LOG,
     "predictions_base.jsonl", "predictions_finetuned.jsonl",
-    "report.md", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
+    "report.md", "report.html", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
     "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
     "vocab.json", "merges.txt",
@@ -53,6 +54,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         if path and not Path(path).is_file():
             raise ConfigError(f"{key}: {path}: no such file (relative paths start from the current folder)")
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
+    judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
     prepare_run_folder(out, overwrite)
 
     from transformers import set_seed
@@ -103,7 +105,16 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     echo(f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
     echo("method settings: " + ", ".join(f"{k}={v}" for k, v in settings(cfg).items()))
     echo("training ...")
-    result = train(model, tokenizer, train_rows, eval_rows, cfg, callbacks=ctx.callbacks, penalty=penalty)
+    result = train(
+        model,
+        tokenizer,
+        train_rows,
+        eval_rows,
+        cfg,
+        callbacks=ctx.callbacks,
+        penalty=penalty,
+        generation_score=lambda m: _generation_scores(m, tokenizer, encoder, eval_examples, cfg),
+    )
     trainer = result.pop("trainer")
     trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
     tokenizer.save_pretrained(out)
@@ -115,6 +126,9 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         f["finetuned_perplexity"] = _ppl(model, tokenizer, reference, cfg)
         # the forgetting figure: how much worse the model got at general text, in percent of perplexity
         f["perplexity_increase_percent"] = 100 * (f["finetuned_perplexity"] / f["base_perplexity"] - 1)
+    if judge:
+        echo(f"scoring answers with the reward model {cfg.eval.reward_model} ...")
+        add_rewards(judge, metrics, predictions, cfg)
     metrics["train_time_s"] = result["train_time_s"]
     metrics["run"] = {
         "model": cfg.model.name,
@@ -132,14 +146,54 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         "versions": versions(),
         "git_commit": git_commit(),
     }
-    metrics["metric_settings"] = metric_settings()
+    metrics["metric_settings"] = metric_settings(cfg.eval.stride)
+    if judge:
+        metrics["metric_settings"]["reward"] = {"model": cfg.eval.reward_model, **REWARD_SETTINGS}
     write_outputs(out, metrics, predictions)
     echo("")
     echo(text_table(metrics))
     if forgetting_line(metrics):
         echo(forgetting_line(metrics))
-    echo(f"\nrun folder: {out}")
+    echo(f"\nrun folder: {out}  (report: {out / 'report.html'})")
     return metrics
+
+
+def add_rewards(judge: tuple[Any, Any], metrics: dict, predictions: dict[str, list[dict]], cfg: RunConfig) -> None:
+    """Reward-model scores of every generated answer: per row, summarised per model, and base vs fine-tuned."""
+    scores = {}
+    for name, rows in predictions.items():
+        if not rows:
+            continue
+        scores[name] = reward_scores(*judge, [r["prompt"] for r in rows], [r["prediction"] for r in rows],
+                                     cfg.eval.reward_batch_size)  # fmt: skip
+        for row, score in zip(rows, scores[name], strict=True):
+            row["reward"] = score
+        metrics[name]["reward"] = {"model": cfg.eval.reward_model, **reward_summary(scores[name])}
+    if "base" in scores and "finetuned" in scores:
+        metrics["reward_comparison"] = compare_rewards(scores["base"], scores["finetuned"])
+
+
+def _generation_scores(model: Any, tokenizer: Any, encoder: Encoder, examples: list, cfg: RunConfig) -> dict:
+    """The generation metrics on ``eval.generate_samples`` held-out rows, as flat numbers for the log."""
+    e = cfg.eval
+    wanted = [m for m in e.metrics if m != "perplexity"]
+    result, _ = evaluate_model(
+        model, tokenizer, encoder, examples, wanted, e.generate_samples, e.max_new_tokens, e.batch_size
+    )
+    return flat_scores(result)
+
+
+def flat_scores(result: dict[str, Any]) -> dict[str, float]:
+    """``{"bleu": {"bleu": .4, ...}, "rouge": {...}}`` -> ``{"bleu": .4, "rouge1": ..., "rougeL": ...}``."""
+    flat: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and key != "eval_time_s":
+            flat[key] = value
+        elif key == "bleu":
+            flat["bleu"] = value["bleu"]
+        elif key in ("rouge", "chrf"):
+            flat.update(value)
+    return flat
 
 
 def _reference_rows(encoder: Encoder, path: str | None) -> list[dict[str, Any]]:
@@ -179,7 +233,9 @@ def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> di
     }
     (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
+    write_reports(out)
     echo("\n" + stage_table(combined))
+    echo(f"\nreport: {out / 'report.html'}")
     return combined
 
 
@@ -233,7 +289,16 @@ def _evaluate(
 ) -> tuple[dict, list]:
     e = cfg.eval
     return evaluate_model(
-        model, tokenizer, encoder, examples, e.metrics, e.max_samples, e.max_new_tokens, e.batch_size, encoded=rows
+        model,
+        tokenizer,
+        encoder,
+        examples,
+        e.metrics,
+        e.max_samples,
+        e.max_new_tokens,
+        e.batch_size,
+        encoded=rows,
+        stride=e.stride,
     )
 
 
@@ -264,11 +329,7 @@ def write_outputs(out: Path, metrics: dict[str, Any], predictions: dict[str, lis
     for name, rows in predictions.items():
         if rows:  # none when only perplexity was asked for
             write_jsonl(out / f"predictions_{name}.jsonl", rows)
-    side_by_side = [
-        {**ft, "base": b["prediction"]}
-        for ft, b in zip(predictions["finetuned"], predictions.get("base", []), strict=False)
-    ] or predictions["finetuned"]
-    (out / "report.md").write_text(markdown_report(metrics, side_by_side), encoding="utf-8")
+    write_reports(out)  # report.md and report.html, from the files just written
 
 
 def write_data_report(path: Path, report: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from lmtune.config import RunConfig, training_argument_names
 from lmtune.data.collate import PadCollator
 
 TRAIN_LOG = "train_log.jsonl"
+EARLY_STOPPING_KEYS = ("early_stopping_patience", "early_stopping_threshold")
 
 
 def training_arguments(cfg: RunConfig) -> Any:
@@ -19,6 +22,10 @@ def training_arguments(cfg: RunConfig) -> Any:
     from transformers import TrainingArguments
 
     args = cfg.training.model_dump()
+    for key in EARLY_STOPPING_KEYS:  # EarlyStoppingCallback's settings, not TrainingArguments
+        args.pop(key)
+    if cfg.training.early_stopping_patience:
+        _keep_best_checkpoint(args)
     ratio = args.pop("warmup_ratio")
     if ratio:
         # Transformers 5 dropped warmup_ratio; a warmup_steps value below 1 is read as a ratio.
@@ -32,6 +39,22 @@ def training_arguments(cfg: RunConfig) -> Any:
     args["seed"] = cfg.seed
     args["data_seed"] = args.get("data_seed", cfg.seed)
     return TrainingArguments(**args)
+
+
+def _keep_best_checkpoint(args: dict[str, Any]) -> None:
+    """Early stopping watches eval_loss and reloads the best checkpoint at the end.
+
+    Trainer can only reload a checkpoint saved at an evaluation, so checkpoints follow the
+    evaluation schedule (as Axolotl and LLaMA-Factory set it up for their users too).
+    """
+    args["load_best_model_at_end"] = True
+    args["metric_for_best_model"] = "eval_loss"
+    args["greater_is_better"] = False
+    args["save_strategy"] = args["eval_strategy"]
+    if args.get("eval_steps"):
+        args["save_steps"] = args["eval_steps"]
+    elif args["eval_strategy"] == "steps":
+        args["save_steps"] = args["logging_steps"]  # Trainer evaluates every logging_steps then
 
 
 def _has_accelerator() -> bool:
@@ -48,9 +71,14 @@ def train(
     cfg: RunConfig,
     callbacks: list[Any] | None = None,
     penalty: Any = None,
+    generation_score: Callable[[Any], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Train in place; returns ``train_time_s``, the final loss and token counts."""
-    from transformers import Trainer, TrainerCallback
+    """Train in place; returns ``train_time_s``, the final loss, token counts and early-stopping facts.
+
+    ``generation_score(model)``, when given, runs every ``eval.generate_every`` evaluations
+    and its numbers go into the training log as ``gen_*`` keys.
+    """
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
     class JsonlLog(TrainerCallback):
         """Every logged dict (loss, learning rate, grad norm, eval loss) as one JSON line."""
@@ -60,12 +88,32 @@ def train(
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
             if state.is_world_process_zero and logs:
-                with self.path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+                write_log_line(self.path, state, logs)
+
+    class GenerationDuringTraining(TrainerCallback):
+        """Generation metrics on a small held-out sample every N evaluations (``eval.generate_every``)."""
+
+        def __init__(self, path: Path, every: int):
+            self.path, self.every, self.evaluations = path, every, 0
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self.evaluations += 1
+            if self.evaluations % self.every or not state.is_world_process_zero:
+                return
+            was_training = model.training
+            scores = generation_score(model)
+            model.train(was_training)
+            write_log_line(self.path, state, {f"gen_{k}": v for k, v in scores.items()})
 
     args = training_arguments(cfg)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    extra = []
+    t = cfg.training
+    if t.early_stopping_patience:
+        extra.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
+    if generation_score and cfg.eval.generate_every:
+        extra.append(GenerationDuringTraining(out / TRAIN_LOG, cfg.eval.generate_every))
 
     class RegularizedTrainer(Trainer):
         """Trainer whose loss gets an extra penalty term (EWC); the one override that pays for itself."""
@@ -85,7 +133,7 @@ def train(
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[JsonlLog(out / TRAIN_LOG), *(callbacks or [])],
+        callbacks=[JsonlLog(out / TRAIN_LOG), *extra, *(callbacks or [])],
     )
     start = time.perf_counter()
     result = trainer.train()
@@ -97,5 +145,29 @@ def train(
         "steps": result.global_step,
         "epochs": trainer.state.epoch,
         "train_tokens_per_epoch": tokens,
+        **early_stopping_facts(trainer),
         "trainer": trainer,
     }
+
+
+def early_stopping_facts(trainer: Any) -> dict[str, Any]:
+    """Which checkpoint the final weights come from, and whether training stopped before its end."""
+    state = trainer.state
+    best = state.best_model_checkpoint
+    if not trainer.args.load_best_model_at_end or not best:
+        return {}
+    return {
+        "best_checkpoint": Path(best).name,
+        "best_step": int(Path(best).name.rsplit("-", 1)[-1]),
+        "best_eval_loss": state.best_metric,
+        "stopped_early": state.global_step < state.max_steps,
+    }
+
+
+def write_log_line(path: Path, state: Any, logs: dict[str, Any]) -> None:
+    """One JSON line of the training log; evaluation lines also get ``eval_perplexity``."""
+    line = {"step": state.global_step, "epoch": state.epoch, **logs}
+    if "eval_loss" in logs:
+        line["eval_perplexity"] = math.exp(min(logs["eval_loss"], 700))  # exp overflows past ~709
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")

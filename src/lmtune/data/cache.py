@@ -65,12 +65,17 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
+# Bumped whenever the tokenised rows change for the same inputs (2: long held-out text is kept).
+CACHE_LAYOUT = 2
+
+
 def fingerprint(cfg: DataConfig, seed: int, encoder: Encoder) -> str | None:
     digests = _source_digests(cfg)
     if digests is None:
         return None
     key = {
         "lmtune": __version__,
+        "layout": CACHE_LAYOUT,
         "files": digests,
         "data": cfg.model_dump(mode="json"),
         "seed": seed,

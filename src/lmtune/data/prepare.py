@@ -38,7 +38,9 @@ class TaskData:
 class Tokenized:
     train: list[Row]
     eval: list[Row]
-    eval_examples: list[Example]  # the held-out examples that survived the length limit, aligned with eval
+    # the held-out examples that survived the length limit, aligned with eval; long ``text`` rows are
+    # kept (their row cut at max_length) because evaluation scores them whole with a sliding window
+    eval_examples: list[Example]
 
 
 def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
@@ -123,9 +125,13 @@ def _read_clean(src: Any, cfg: DataConfig, role: str = "train") -> tuple[list[Ex
 
 
 def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Tokenized:
-    """Encode train and held-out rows; apply the length limit; add token statistics to the report."""
+    """Encode train and held-out rows; apply the length limit; add token statistics to the report.
+
+    Held-out ``text`` rows longer than ``max_length`` are neither dropped nor counted as truncated:
+    perplexity scores them whole with a sliding window; the report counts them as ``sliding_window``.
+    """
     train_rows, train_examples, train_cut = encode_all(encoder, data.train, overlong)
-    eval_rows, eval_examples, eval_cut = encode_all(encoder, data.eval, overlong)
+    eval_rows, eval_examples, eval_cut = encode_all(encoder, data.eval, overlong, keep_long_text=True)
     if not train_rows or not any((r["labels"] != IGNORE).any() for r in train_rows):
         raise DataError(f"data.max_length={encoder.max_length}: no training example keeps an answer token; raise it")
     if not eval_rows:
@@ -142,16 +148,24 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
 
 
 def encode_all(
-    encoder: Encoder, examples: list[Example], overlong: str = "truncate"
+    encoder: Encoder, examples: list[Example], overlong: str = "truncate", keep_long_text: bool = False
 ) -> tuple[list[Row], list[Example], dict[str, int]]:
-    """(rows, the examples they came from, what the length limit did)."""
+    """(rows, the examples they came from, what the length limit did).
+
+    With ``keep_long_text`` (held-out data), ``text`` examples longer than ``max_length`` are kept
+    whatever ``overlong`` says, their row cut at ``max_length``, and counted under ``sliding_window``
+    (a key present only when there are some), not as dropped or truncated.
+    """
     rows: list[Row] = []
     kept: list[Example] = []
     cut = {"dropped": 0, "truncated": 0, "tokens_cut": 0}
     for ex in examples:
         enc = encoder.encode(ex, truncate=False)
         extra = len(enc["input_ids"]) - encoder.max_length
-        if extra > 0:
+        if extra > 0 and keep_long_text and ex.text is not None:
+            enc = {k: v[: encoder.max_length] for k, v in enc.items()}
+            cut["sliding_window"] = cut.get("sliding_window", 0) + 1
+        elif extra > 0:
             if overlong == "drop":
                 cut["dropped"] += 1
                 continue
@@ -259,6 +273,7 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"over max_length={o['max_length']} ({o['policy']}): train {tr['dropped']} dropped / "
             f"{tr['truncated']} truncated, eval {ev['dropped']} dropped / {ev['truncated']} truncated"
+            + (f" / {ev['sliding_window']} scored by sliding window" if ev.get("sliding_window") else "")
         )
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")

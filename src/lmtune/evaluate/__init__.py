@@ -1,4 +1,5 @@
-"""Evaluation: perplexity, greedy generation, and BLEU / ROUGE on the generations."""
+"""Evaluation: perplexity (sliding window for long text), greedy generation, metrics on the
+generations (BLEU, ROUGE, chrF, exact match, token F1, accuracy, macro-F1), reward-model scores."""
 
 from lmtune.evaluate.run import evaluate_model
 

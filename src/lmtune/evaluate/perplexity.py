@@ -1,11 +1,17 @@
-"""Perplexity: exp of the token-weighted mean negative log-likelihood over labelled tokens."""
+"""Perplexity: exp of the token-weighted mean negative log-likelihood over labelled tokens.
+
+Rows are scored as given (at most the encoder's ``max_length`` tokens); ``text`` documents
+longer than that are scored with a sliding window (`sliding_window_nll`).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from lmtune.data.collate import PadCollator
+from lmtune.data.encode import IGNORE
 
 
 def perplexity(model: Any, encoded: list[dict[str, Any]], pad_token_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -57,3 +63,85 @@ def example_nll(
                 out[i] = (n, c)
     model.train(was_training)
     return out
+
+
+# --------------------------------------------------------------------------- sliding window
+
+
+def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, first_scored)`` of each window over a sequence longer than the model's window.
+
+    The Transformers documentation's "Perplexity of fixed-length models" convention: windows
+    start every ``stride`` tokens and hold up to ``max_length`` tokens; each scores only the
+    tokens the previous window did not, with the rest of the window as context.  Every token
+    after the first is scored exactly once.  A stride of ``max_length`` or more is taken as
+    ``max_length - 1``: consecutive windows then share one token, the last one scored by a window
+    and the first context of the next, so no token at a window's start goes unscored.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length={max_length}: a window needs at least 2 tokens")
+    if stride < 1:
+        raise ValueError(f"stride={stride}: must be at least 1")
+    step = min(stride, max_length - 1)
+    windows = []
+    begin, scored_to = 0, 1  # token 0 has no context and is never scored
+    while scored_to < n_tokens:
+        end = min(begin + max_length, n_tokens)
+        windows.append((begin, end, scored_to))
+        scored_to = end
+        begin += step
+    return windows
+
+
+def sliding_window_nll(
+    model: Any,
+    input_ids: Sequence[int],
+    max_length: int,
+    stride: int,
+    labels: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> tuple[float, int]:
+    """(summed NLL, scored tokens) of one sequence longer than the model's window.
+
+    Truncating a long document would throw most of it away; scoring it in independent
+    chunks would give each chunk's first tokens no context.  Overlapping windows (see
+    `sliding_windows`) score every token once, each with up to ``max_length - stride``
+    tokens of context.  Positions whose label is -100 are not scored; ``labels`` defaults
+    to ``input_ids``.  A sequence of at most ``max_length`` tokens gives exactly what
+    `example_nll` gives for it.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ids = torch.as_tensor(list(input_ids), dtype=torch.long)
+    targets = ids if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
+    windows = sliding_windows(len(ids), max_length, stride)
+    # windows of one length go into a batch together: no padding needed (only the last may be shorter)
+    batches: list[list[tuple[int, int, int]]] = []
+    for w in windows:
+        if batches and len(batches[-1]) < batch_size and batches[-1][0][1] - batches[-1][0][0] == w[1] - w[0]:
+            batches[-1].append(w)
+        else:
+            batches.append([w])
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            x = torch.stack([ids[b:e] for b, e, _ in batch]).to(model.device)  # (B, T)
+            y = torch.stack([_window_targets(targets, b, e, first) for b, e, first in batch]).to(model.device)
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+            logits = logits[:, -x.shape[1] :, :][:, :-1].float()  # (B, T-1, V): drop virtual tokens; t predicts t+1
+            nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="none")  # (B, T-1)
+            # summed per window as example_nll sums per row: one window gives exactly its result
+            total += sum(nll.sum(dim=1).tolist())
+            count += int((y != IGNORE).sum())
+    model.train(was_training)
+    return total, count
+
+
+def _window_targets(targets: Any, begin: int, end: int, first: int) -> Any:
+    """Labels of tokens begin+1 .. end-1, with those a previous window scored set to -100."""
+    y = targets[begin + 1 : end].clone()
+    y[: first - begin - 1] = IGNORE
+    return y

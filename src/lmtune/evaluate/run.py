@@ -10,7 +10,10 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.evaluate import metrics as M
 from lmtune.evaluate.generate import generate
-from lmtune.evaluate.perplexity import aggregate, perplexity
+from lmtune.evaluate.perplexity import aggregate, perplexity, sliding_window_nll
+
+GENERATION_METRICS = ("bleu", "rouge", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1")
+LABEL_METRICS = ("accuracy", "macro_f1")
 
 
 def evaluate_model(
@@ -23,31 +26,53 @@ def evaluate_model(
     max_new_tokens: int = 128,
     batch_size: int = 16,
     encoded: list[dict[str, Any]] | None = None,
+    stride: int = 256,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns (metrics ``M``, predictions) for one model on held-out examples.
 
-    ``M`` holds ``perplexity`` and, when asked for and the data has prompts,
-    ``bleu`` / ``rouge`` on greedy answers to the first ``max_samples`` examples.
-    When the examples come from several tasks, ``M["by_task"]`` holds an ``M`` per task.
+    ``M`` holds ``perplexity`` and, when asked for and the data has prompts, the generation
+    metrics (``bleu``, ``rouge``, ``chrf``, ``exact_match``, ``token_f1``; ``accuracy`` and
+    ``macro_f1`` only when the answers are label-like) on greedy answers to the first
+    ``max_samples`` examples.  ``text`` examples longer than ``encoder.max_length`` are scored
+    whole, with a sliding window of ``encoder.max_length`` tokens moving ``stride`` tokens at a
+    time, not by their (truncated) row.  When the examples come from several tasks,
+    ``M["by_task"]`` holds an ``M`` per task.
     """
     start = time.perf_counter()
     nll: list[tuple[float, int]] = []
+    long_texts: dict[int, dict[str, list[int]]] = {}
     if "perplexity" in metrics:
+        long_texts = _long_texts(encoder, examples)
         if encoded is None:  # rows tokenised already (the pipeline's cache) are used as given
             encoded = [encoder.encode(e) for e in examples]
-        nll = perplexity(model, encoded, tokenizer.pad_token_id, batch_size=batch_size)["per_example"]
-    wants_text = [m for m in ("bleu", "rouge") if m in metrics]
+        rows = [i for i in range(len(examples)) if i not in long_texts]
+        scored = perplexity(model, [encoded[i] for i in rows], tokenizer.pad_token_id, batch_size=batch_size)
+        nll = [(0.0, 0)] * len(examples)
+        for i, n in zip(rows, scored["per_example"], strict=True):
+            nll[i] = n
+        for i, full in long_texts.items():
+            nll[i] = sliding_window_nll(
+                model, full["input_ids"], encoder.max_length, stride, full["labels"], batch_size=batch_size
+            )
+    wants_text = [m for m in GENERATION_METRICS if m in metrics]
     answerable = [i for i, e in enumerate(examples) if e.text is None]
     sample = _sample(examples, answerable, max_samples) if wants_text else []
     outs = generate(model, tokenizer, [encoder.prompt_ids(examples[i]) for i in sample], max_new_tokens, batch_size)
     generated = dict(zip(sample, outs, strict=True))
 
-    result = _score(examples, range(len(examples)), nll, generated, metrics, max_new_tokens)
+    window = {"window": encoder.max_length, "stride": stride, "long_texts": set(long_texts)}
+    result = _score(examples, range(len(examples)), nll, generated, metrics, max_new_tokens, window)
     tasks = sorted({e.task for e in examples})
     if len(tasks) > 1:
         result["by_task"] = {
             t: _score(
-                examples, [i for i, e in enumerate(examples) if e.task == t], nll, generated, metrics, max_new_tokens
+                examples,
+                [i for i, e in enumerate(examples) if e.task == t],
+                nll,
+                generated,
+                metrics,
+                max_new_tokens,
+                window,
             )
             for t in tasks
         }
@@ -63,6 +88,17 @@ def evaluate_model(
         for i, g in generated.items()
     ]
     return result, predictions
+
+
+def _long_texts(encoder: Encoder, examples: list[Example]) -> dict[int, dict[str, list[int]]]:
+    """Full encodings of the ``text`` examples longer than the encoder's window, by index."""
+    out = {}
+    for i, ex in enumerate(examples):
+        if ex.text is not None:
+            full = encoder.encode(ex, truncate=False)
+            if len(full["input_ids"]) > encoder.max_length:
+                out[i] = full
+    return out
 
 
 def _sample(examples: list[Example], answerable: list[int], max_samples: int | None) -> list[int]:
@@ -92,12 +128,19 @@ def _score(
     generated: dict[int, Any],
     metrics: Sequence[str],
     max_new_tokens: int,
+    window: dict[str, Any],
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if nll:
         agg = aggregate([nll[i] for i in index])
         result["perplexity"] = agg["perplexity"]
         result["perplexity_detail"] = {"nll": agg["nll"], "tokens": agg["tokens"], "examples": len(index)}
+        if n_long := sum(i in window["long_texts"] for i in index):
+            result["perplexity_detail"]["sliding_window"] = {
+                "examples": n_long,
+                "window": window["window"],
+                "stride": window["stride"],
+            }
     gen = [i for i in index if i in generated]
     if gen:
         hyps = [generated[i].text for i in gen]
@@ -106,6 +149,20 @@ def _score(
             result["bleu"] = M.bleu(hyps, refs)
         if "rouge" in metrics:
             result["rouge"] = M.rouge(hyps, refs)
+        if "chrf" in metrics:
+            result["chrf"] = M.chrf(hyps, refs)
+        if "exact_match" in metrics:
+            result["exact_match"] = M.exact_match(hyps, refs)
+        if "token_f1" in metrics:
+            result["token_f1"] = M.token_f1(hyps, refs)
+        # label-like is judged on every held-out answer in scope, not only the generated sample
+        if any(m in metrics for m in LABEL_METRICS) and M.is_label_like(
+            [examples[i].references for i in index if examples[i].text is None]
+        ):
+            if "accuracy" in metrics:
+                result["accuracy"] = M.accuracy(hyps, refs)
+            if "macro_f1" in metrics:
+                result["macro_f1"] = M.macro_f1(hyps, refs)
         outs = [generated[i] for i in gen]
         result["generation"] = {
             "samples": len(outs),
@@ -117,10 +174,30 @@ def _score(
     return result
 
 
-def metric_settings() -> dict[str, Any]:
-    """How each metric was computed, written next to the numbers."""
+def metric_settings(stride: int = 256) -> dict[str, Any]:
+    """How each metric was computed (implementation and settings), written next to the numbers.
+
+    ``stride`` is the one given to `evaluate_model` for sliding-window perplexity.
+    """
     return {
-        "perplexity": "exp(sum NLL / sum scored tokens) over answer tokens (all tokens for text data)",
+        "perplexity": {
+            "implementation": "lmtune (torch cross_entropy)",
+            "measure": "exp(sum NLL / sum scored tokens) over answer tokens (all tokens for text data)",
+            "long_text": (
+                "text rows longer than data.max_length: sliding window of data.max_length tokens "
+                "(Transformers 'Perplexity of fixed-length models' convention), every token after the first "
+                "scored once; a stride of the window or more is taken as window - 1"
+            ),
+            "stride": stride,
+        },
         "bleu": M.BLEU_SETTINGS,
         "rouge": M.ROUGE_SETTINGS,
+        "chrf": M.CHRF_SETTINGS,
+        "exact_match": M.SQUAD_SETTINGS,
+        "token_f1": M.SQUAD_SETTINGS,
+        "accuracy": {**M.LABEL_SETTINGS, "function": "sklearn.metrics.accuracy_score"},
+        "macro_f1": {
+            **M.LABEL_SETTINGS,
+            "function": "sklearn.metrics.f1_score(average='macro', labels=the reference classes, zero_division=0)",
+        },
     }

@@ -1,0 +1,117 @@
+"""Reward-model scores for (prompt, answer) pairs: a learned judge of answer quality.
+
+BLEU and ROUGE need references and reward wording, not quality; a reward model trained on
+human preferences (e.g. OpenAssistant/reward-model-deberta-v3-large-v2) scores an answer to a
+prompt directly.  It is used as its model card shows: the tokenizer gets
+``(question, answer)`` as a text pair and the single logit is the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lmtune.errors import ModelError
+
+REWARD_SETTINGS = {
+    "implementation": "transformers AutoModelForSequenceClassification",
+    "input": "tokenizer(prompt, answer) as a text pair, truncated to the tokenizer's model_max_length",
+    "score": "the logit of a single-output head; the last label's logit of a multi-label head",
+}
+
+
+def load_reward_model(name: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of a sequence-classification reward model: hub id or local folder.
+
+    Goes through `lmtune.models.resolve`, so a local folder loads with no network and an
+    uncached hub id offline fails at once with a message.  Never runs the repository's own
+    code (``trust_remote_code`` stays off).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lmtune.config import ModelConfig
+    from lmtune.models import _from_pretrained, resolve
+
+    cfg = ModelConfig(trust_remote_code=False)
+    try:
+        source = resolve(name)
+        tokenizer = _from_pretrained(AutoTokenizer, source, cfg)
+        model = _from_pretrained(AutoModelForSequenceClassification, source, cfg)
+    except ModelError as e:  # its messages name model.name; here the reward model is meant
+        raise ModelError(str(e).replace("model.name", "eval.reward_model", 1)) from None
+    if tokenizer.pad_token is None:  # batches need padding; pad positions get attention mask 0
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None:  # last-token heads (Llama, GPT-2) find the last real token by it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def reward_scores(
+    model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8
+) -> list[float]:
+    """One score per (prompt, answer) pair, in the order given; higher is better.
+
+    A single-output head gives ``logits[0]``, as in OpenAssistant's reward models.  A 2-label
+    head (a "bad / good" classifier) gives the last label's logit: by the usual convention the
+    last label is the positive one, and a logit, unlike a softmax probability, keeps the
+    differences between confident answers.
+    """
+    import torch
+
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    scores: list[float] = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(
+                list(prompts[start : start + batch_size]),
+                list(answers[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            ).to(model.device)
+            logits = model(**batch).logits  # (B, num_labels)
+            scores += logits[:, -1].float().tolist()
+    model.train(was_training)
+    return scores
+
+
+def reward_summary(scores: Sequence[float]) -> dict[str, Any]:
+    """Mean, spread and quantiles of one model's reward scores (and the scores themselves).
+
+    ``std`` is the population standard deviation; quantiles are numpy's linear ones.  With no
+    scores, every statistic is None.
+    """
+    import numpy as np
+
+    values = np.asarray(scores, dtype=float)
+    if not len(values):
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "quantiles": None, "scores": []}
+    p10, p50, p90 = np.quantile(values, [0.1, 0.5, 0.9])
+    return {
+        "n": len(values),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "quantiles": {"p10": float(p10), "p50": float(p50), "p90": float(p90)},
+        "scores": [float(v) for v in values],
+    }
+
+
+def compare_rewards(base: Sequence[float], finetuned: Sequence[float]) -> dict[str, Any]:
+    """Per prompt, which model's answer the reward model preferred: shares of the pairs.
+
+    A mean can rise while most answers get worse; the per-prompt shares show which happened.
+    Ties are exact equality (e.g. both models gave the same answer).
+    """
+    if len(base) != len(finetuned):
+        raise ValueError(f"{len(base)} base scores but {len(finetuned)} fine-tuned scores")
+    n = len(base)
+    if not n:
+        return {"finetuned_higher": None, "ties": None, "base_higher": None, "pairs": 0}
+    higher = sum(f > b for b, f in zip(base, finetuned, strict=True))
+    lower = sum(f < b for b, f in zip(base, finetuned, strict=True))
+    return {"finetuned_higher": higher / n, "ties": (n - higher - lower) / n, "base_higher": lower / n, "pairs": n}
