@@ -67,3 +67,32 @@ def save_llama_reward(folder, tokenizer, pad_on_config: bool = True):
     LlamaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium; `make test` installs it when run as root
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def open_in_chromium(page_file: Path, screenshot: Path) -> dict[str, Any]:
+    """Render a page in headless Chromium; returns the first seed table's text and each image's load state."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(page_file.resolve().as_uri())
+            page.wait_for_load_state("load")
+            table = page.locator("table.seed").first
+            seen = {
+                "table_visible": table.is_visible(),
+                "table": table.inner_text(),
+                "images": dict(
+                    page.eval_on_selector_all("img", "els => els.map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+                ),
+            }
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return seen

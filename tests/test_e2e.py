@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import CHROMIUM, REPO_ROOT, open_in_chromium
 
 from lmtune.cli import main
 
@@ -20,6 +20,8 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     argv = ["train", str(DEMO_CONFIG)]
     for setting in (
         "training.max_steps=3",
+        "training.logging_steps=1",
+        "training.eval_steps=2",
         f"data.train={data / 'train.jsonl'}",
         f"data.eval={data / 'eval.jsonl'}",
         f"eval.reference={data / 'general_eval.jsonl'}",
@@ -37,6 +39,8 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     base, finetuned = metrics["base"], metrics["finetuned"]
     assert finetuned["perplexity"] < base["perplexity"]
     assert metrics["run"]["steps"] == 3
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in log if "eval_loss" in line] == [2]  # validation loss during training
     assert metrics["run"]["method"] == "lora"
     assert metrics["run"]["base_weights"] == str(embedded_dir)
     for m in (base, finetuned):
@@ -52,3 +56,13 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     assert isinstance(model, PeftModel)
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == metrics["run"]["trainable_params"]
+
+    # the run's report.html renders in a real browser, with the table and the loss curves
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (make test installs it as root)")
+    shot = tmp_path / "report.png"
+    seen = open_in_chromium(out / "report.html", shot)
+    assert seen["table_visible"]
+    assert f"{base['perplexity']:.3f}" in seen["table"] and f"{finetuned['perplexity']:.3f}" in seen["table"]
+    assert seen["images"]["Loss curves"] is True and all(seen["images"].values())
+    assert shot.stat().st_size > 10_000

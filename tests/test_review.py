@@ -106,3 +106,15 @@ def test_cli_sheet_from_a_run_folder_and_scores(tmp_path, capsys):
 def test_cli_sheet_needs_both_prediction_files(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path), "--human-review", str(tmp_path / "r.csv")]) == 2
     assert "predictions_base.jsonl not found" in capsys.readouterr().err
+
+
+def test_cli_sheet_with_data_generates_both_models_answers(tmp_path, tiny_llama_dir, tiny_gpt2_dir, task_files):
+    sheet = tmp_path / "review.csv"
+    argv = ["eval", "--model", str(tiny_llama_dir), "--baseline", str(tiny_gpt2_dir), "--data", str(task_files[1])]
+    argv += ["--metrics", "bleu", "--max-new-tokens", "4", "--human-review", str(sheet)]
+    assert main(argv) == 0
+    rows, key = _read(sheet), _read(key_path(sheet))
+    assert sorted(r["prompt"] for r in rows) == sorted(
+        f"Add {p}." for p in ("5 and 1", "2 and 7", "6 and 6", "8 and 0", "3 and 9")
+    )
+    assert {k["a"] for k in key} | {k["b"] for k in key} == {"base", "finetuned"}
