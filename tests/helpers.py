@@ -31,7 +31,7 @@ def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method
     """A run config (as raw YAML data) sized so a run on a tiny model takes a few seconds."""
     return {
         "seed": 0,
-        "model": {"name": str(model_dir)},
+        "model": {"name": str(model_dir), "dtype": "float32"},  # exact comparisons; auto is tested on its own
         "method": method,
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
         "data": {"train": str(train), "eval": str(held_out), "max_length": 96},

@@ -59,7 +59,7 @@ def method_raw(model_dir: Path, data: tuple[Path, Path], out: Path, method: str)
     train, held_out = data
     return {
         "seed": 0,
-        "model": {"name": str(model_dir)},
+        "model": {"name": str(model_dir), "dtype": "float32"},
         "method": method,
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
         "freeze": {"last_n_layers": 1, "modules": ["norm"]},

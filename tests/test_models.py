@@ -107,3 +107,40 @@ def test_hub_id_fails_at_once_when_the_probe_finds_no_hub(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")  # not skipped by the switch: the (patched) probe answers
     with pytest.raises(ModelError, match="cannot be reached"):
         load_model(ModelConfig(name="nobody-here/no-such-model"))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "trains_base", "fast", "expected"),
+    [
+        ("auto", False, True, "bfloat16"),  # LoRA-family on bf16 hardware
+        ("auto", True, True, "float32"),  # full / freeze keep float32 weights for the optimizer
+        ("auto", False, False, "float32"),  # no fast bf16 here: nothing to gain
+        ("float16", False, True, "float16"),  # an explicit choice is kept
+    ],
+)
+def test_auto_dtype(monkeypatch, dtype, trains_base, fast, expected):
+    import lmtune.models
+
+    monkeypatch.setattr(lmtune.models, "fast_bfloat16", lambda: fast)
+    assert lmtune.models.training_dtype(dtype, trains_base_weights=trains_base) == expected
+
+
+def test_auto_dtype_lora_run_trains_float32_adapters_on_a_bfloat16_base(
+    monkeypatch, tmp_path, tiny_llama_dir, task_files
+):
+    import torch
+    from helpers import tiny_run_raw
+    from safetensors.torch import load_file
+
+    import lmtune.models
+    from lmtune.config import validate_config
+    from lmtune.pipeline import finetune
+
+    monkeypatch.setattr(lmtune.models, "fast_bfloat16", lambda: True)
+    raw = tiny_run_raw(tiny_llama_dir, *task_files, tmp_path / "run")
+    raw["model"]["dtype"] = "auto"
+    metrics = finetune(validate_config(raw), echo=lambda *a: None)
+    assert metrics["run"]["dtype"] == "bfloat16"
+    adapter = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    assert adapter and {t.dtype for t in adapter.values()} == {torch.float32}
+    assert metrics["finetuned"]["perplexity"] < metrics["base"]["perplexity"]

@@ -38,7 +38,10 @@ class ModelConfig(_Section):
     """Hub revision (branch, tag or commit) for hub ids."""
     trust_remote_code: bool = False
     """Run modelling code shipped with a hub model. Off unless you trust its authors."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype. ``auto``: bfloat16 for methods that freeze the base (LoRA family, IA3, prompts) on
+    hardware with fast bfloat16 matmuls (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else float32.
+    Trainable adapter weights stay float32 (PEFT's default); full / freeze train float32 weights."""
     """Dtype the weights are loaded in; mixed precision is ``training.bf16``/``fp16``."""
 
 
@@ -246,6 +249,21 @@ class TrainingConfig(BaseModel):
     field: it configures ``EarlyStoppingCallback``); the best checkpoint is reloaded at the end."""
     early_stopping_threshold: float = Field(0.0, ge=0)
     """How much ``eval_loss`` must drop to count as an improvement."""
+    packing: bool = True
+    """Train on each batch's examples packed into one row without padding (``position_ids`` restart per
+    example, attention kept within it); same examples per step, same loss. Pays when example lengths vary;
+    on CPU, with near-uniform lengths, the attention over the whole packed row can make it slower. Turned
+    off, with a log line, for prompt-learning methods and for models whose attention cannot keep packed
+    examples apart."""
+    chunked_loss: bool = True
+    """Compute the loss only at labelled positions, the LM head in chunks recomputed in backward, instead
+    of keeping (tokens x vocabulary) logits; same loss. Falls back, with a log line, where it cannot apply
+    (prompt-learning methods, AdaLoRA, models that change their logits in forward)."""
+
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no_is_false(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
 
     @field_validator("max_steps")
     @classmethod

@@ -25,7 +25,7 @@ from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward
 from lmtune.evaluate.run import evaluate_model, metric_settings
 from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
-from lmtune.models import load_model
+from lmtune.models import load_model, training_dtype
 from lmtune.report import forgetting_line, text_table, write_reports
 from lmtune.train import TRAIN_LOG, train
 
@@ -41,6 +41,7 @@ RUN_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
     "vocab.json", "merges.txt",
 )  # fmt: skip
+TRAINS_BASE_WEIGHTS = ("full", "freeze")  # the others keep the base frozen: it may be held in bfloat16
 STAGE_GLOB = "[0-9]*-*"  # stage folders of staged runs: "1-general", "2-weather"
 RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", STAGE_GLOB)
 PACKAGES = ("lmtune", "torch", "transformers", "peft", "accelerate", "sacrebleu", "rouge-score")
@@ -60,7 +61,9 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    model, tokenizer, base = load_model(cfg.model, load_in_4bit=cfg.method in NEEDS_CUDA)
+    dtype = training_dtype(cfg.model.dtype, trains_base_weights=cfg.method in TRAINS_BASE_WEIGHTS)
+    model_cfg = cfg.model.model_copy(update={"dtype": dtype})
+    model, tokenizer, base = load_model(model_cfg, load_in_4bit=cfg.method in NEEDS_CUDA)
     d = cfg.data
     encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
     tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
@@ -102,7 +105,10 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
             f"weight {cfg.continual.ewc_weight}"
         )
     trainable, total = count_parameters(model)
-    echo(f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+    echo(
+        f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%), "
+        f"base weights in {dtype}"
+    )
     echo("method settings: " + ", ".join(f"{k}={v}" for k, v in settings(cfg).items()))
     echo("training ...")
     result = train(
@@ -138,6 +144,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         "total_params": total,
         "trainable_percent": 100 * trainable / total,
         "method_settings": settings(cfg),
+        "dtype": dtype,
         "train_examples": len(train_rows),
         "eval_examples": len(eval_examples),
         "tasks": sorted(data.report["tasks"]),

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lmtune.config import RunConfig, training_argument_names
-from lmtune.data.collate import PadCollator
+from lmtune.data.collate import PackCollator, PadCollator, packed_matches_alone
+from lmtune.loss import causal_lm_loss, loss_parts, matches_model_loss
+
+logger = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
 EARLY_STOPPING_KEYS = ("early_stopping_patience", "early_stopping_threshold")
+LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss")
+"""``training`` keys that configure lmtune itself, not TrainingArguments."""
 
 
 def training_arguments(cfg: RunConfig) -> Any:
@@ -22,7 +29,7 @@ def training_arguments(cfg: RunConfig) -> Any:
     from transformers import TrainingArguments
 
     args = cfg.training.model_dump()
-    for key in EARLY_STOPPING_KEYS:  # EarlyStoppingCallback's settings, not TrainingArguments
+    for key in LMTUNE_KEYS:  # EarlyStoppingCallback's and lmtune's own settings, not TrainingArguments
         args.pop(key)
     if cfg.training.early_stopping_patience:
         _keep_best_checkpoint(args)
@@ -33,6 +40,8 @@ def training_arguments(cfg: RunConfig) -> Any:
     args.setdefault("remove_unused_columns", False)  # our rows hold exactly what the model takes
     args.setdefault("disable_tqdm", not sys.stderr.isatty())  # plain log lines when not on a terminal
     args.setdefault("dataloader_pin_memory", _has_accelerator())
+    if (args.get("bf16") or args.get("fp16")) and not _has_accelerator():
+        args.setdefault("use_cpu", True)  # Trainer refuses CPU mixed precision unless told it is on the CPU
     if "activation_checkpointing" in training_argument_names():
         # Transformers 5 renamed it; the config keeps the name users know.
         args["activation_checkpointing"] = args.pop("gradient_checkpointing")
@@ -115,11 +124,23 @@ def train(
     if generation_score and cfg.eval.generate_every:
         extra.append(GenerationDuringTraining(out / TRAIN_LOG, cfg.eval.generate_every))
 
+    packing = t.packing and use_packing(model)
+    lm_loss = chunked_loss(model, args) if t.chunked_loss else None
+
     class RegularizedTrainer(Trainer):
-        """Trainer whose loss gets an extra penalty term (EWC); the one override that pays for itself."""
+        """Trainer with lmtune's loss (labelled positions only, in chunks) plus a penalty term (EWC)."""
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            # evaluate() only asks for the loss (no compute_metrics); anyone wanting logits gets the model's path
+            if lm_loss is not None and model is self.model and (not return_outputs or self.compute_metrics is None):
+                # as Trainer does: num_items_in_batch only reaches a model that takes loss kwargs, and then
+                # Trainer takes the loss as already normalised over the accumulated batch
+                items = kwargs.get("num_items_in_batch") if self.model_accepts_loss_kwargs else None
+                with self.accelerator.autocast():  # mixed precision sits on model.forward, which is bypassed
+                    loss = lm_loss(inputs, items)
+                out = (loss, {"loss": loss}) if return_outputs else loss
+            else:
+                out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
             if penalty is None:
                 return out
             if return_outputs:
@@ -131,7 +152,8 @@ def train(
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        # held-out batches are packed too: Trainer's eval_loss is the plain mean of the batch losses either way
+        data_collator=PackCollator(tokenizer.pad_token_id) if packing else PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[JsonlLog(out / TRAIN_LOG), *extra, *(callbacks or [])],
     )
@@ -145,9 +167,44 @@ def train(
         "steps": result.global_step,
         "epochs": trainer.state.epoch,
         "train_tokens_per_epoch": tokens,
+        "packing": packing,
+        "chunked_loss": lm_loss is not None,
         **early_stopping_facts(trainer),
         "trainer": trainer,
     }
+
+
+def use_packing(model: Any) -> bool:
+    """Whether ``model`` can train on packed batches; when not, a log line says why."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        name = getattr(peft_config.peft_type, "value", peft_config.peft_type)
+        logger.info("training.packing is off: %s puts its virtual tokens in front of each batch row", name)
+        return False
+    if not packed_matches_alone(model):
+        logger.warning(
+            "training.packing is off: this model's attention or position embeddings do not keep packed "
+            "examples apart (checked on a tiny input); batches are padded"
+        )
+        return False
+    return True
+
+
+def chunked_loss(model: Any, args: Any) -> Callable[[dict[str, Any], Any], Any] | None:
+    """``loss(inputs, num_items_in_batch)`` on labelled positions only, or None (with a log line why)."""
+    parts = loss_parts(model)
+    if isinstance(parts, str):
+        why = parts
+    elif args.label_smoothing_factor:
+        why = "label smoothing is Trainer's own loss"
+    elif args.world_size > 1 or args.n_gpu > 1 or args.torch_compile:
+        why = "the model is wrapped (distributed, DataParallel or torch.compile) and must run its own forward"
+    elif not matches_model_loss(model, *parts):
+        why = "on a tiny input it did not reproduce the model's own loss"
+    else:
+        return partial(causal_lm_loss, *parts)
+    logger.info("training.chunked_loss is off: %s; the model computes the loss over all positions", why)
+    return None
 
 
 def early_stopping_facts(trainer: Any) -> dict[str, Any]:
