@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,9 @@ def e2e_pairs(n_train: int, n_eval: int) -> tuple[list, list]:
     # held-out rows have inputs never seen in training
     inputs = sorted({mr for mr, _ in rows})
     held = set(inputs[:: max(len(inputs) // 40, 1)])
-    train = [r for r in rows if r[0] not in held][:n_train]
-    return train, [r for r in rows if r[0] in held][:n_eval]
+    train = [r for r in rows if r[0] not in held]
+    random.Random(0).shuffle(train)  # the file is sorted by input: any prefix would be one kind of row
+    return train[:n_train], [r for r in rows if r[0] in held][:n_eval]
 
 
 def code_alpaca_pairs(n_train: int, n_eval: int) -> tuple[list, list]:
@@ -246,14 +248,16 @@ def compare(name: str, method: str, rows: int, a: argparse.Namespace, model_dir:
 
 
 def scaling(a: argparse.Namespace, work: Path) -> dict:
-    times = {}
+    runs = {}
     for rows in (a.scaling_rows // 4, a.scaling_rows):
         train, held_out = e2e_pairs(rows, 8)
         files = write_files(work / f"scaling-{rows}", train, held_out)
         print(f"[scaling] lmtune on {rows} rows ...", flush=True)
-        times[rows] = run_lmtune(files, "lora", a, work / f"scaling-{rows}-lmtune", a.lmtune_set)["train_s"]
-    small, large = sorted(times)
-    return {"rows": [small, large], "train_s": [times[small], times[large]], "ratio": times[large] / times[small]}
+        runs[rows] = run_lmtune(files, "lora", a, work / f"scaling-{rows}-lmtune", a.lmtune_set)
+    small, large = sorted(runs)
+    s, b = runs[small], runs[large]
+    return {"rows": [small, large], "train_s": [s["train_s"], b["train_s"]], "ratio": b["train_s"] / s["train_s"],
+            "tokens": [s["real_tokens"], b["real_tokens"]]}  # fmt: skip
 
 
 def markdown(results: dict) -> str:
@@ -285,7 +289,8 @@ def markdown(results: dict) -> str:
     if sc:
         lines += ["", f"Scaling: lmtune LoRA on {sc['rows'][0]} and {sc['rows'][1]} E2E rows took "
                   f"{sc['train_s'][0]:.1f} s and {sc['train_s'][1]:.1f} s: "
-                  f"{sc['ratio']:.2f}x for 4x the data."]  # fmt: skip
+                  f"{sc['ratio']:.2f}x for 4x the data "
+                  f"({sc['tokens'][1] / sc['tokens'][0]:.2f}x the tokens)."]  # fmt: skip
     g = results.get("generation")
     if g:
         lines += ["", f"Generation: {g['prompts']} prompts, greedy, {results['generation_tokens']} new tokens at most: "

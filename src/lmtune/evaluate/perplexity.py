@@ -12,6 +12,7 @@ from typing import Any
 
 from lmtune.data.collate import PadCollator
 from lmtune.data.encode import IGNORE
+from lmtune.loss import CHUNK, loss_parts
 
 
 def perplexity(model: Any, encoded: list[dict[str, Any]], pad_token_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -43,6 +44,7 @@ def example_nll(
     import torch.nn.functional as F
 
     collate = PadCollator(pad_token_id)
+    parts = loss_parts(model)  # (decoder, head): logits only where a label is, a chunk at a time
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     was_training = model.training
     model.eval()
@@ -52,6 +54,11 @@ def example_nll(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = {k: v.to(model.device) for k, v in collate([encoded[i] for i in idx]).items()}
+            if not isinstance(parts, str):
+                sums, counts = _labelled_nll(*parts, batch)
+                for i, n, c in zip(idx, sums.tolist(), counts.tolist(), strict=True):
+                    out[i] = (n, c)
+                continue
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             # prompt-learning methods (prompt tuning, P-tuning) put virtual tokens first: drop their positions
             logits = logits[:, -batch["input_ids"].shape[1] :]
@@ -145,3 +152,28 @@ def _window_targets(targets: Any, begin: int, end: int, first: int) -> Any:
     y = targets[begin + 1 : end].clone()
     y[: first - begin - 1] = IGNORE
     return y
+
+
+def _labelled_nll(decoder: Any, head: Any, batch: dict[str, Any], chunk_size: int = CHUNK) -> tuple[Any, Any]:
+    """(summed NLL, scored tokens) per row, running the LM head only on labelled positions.
+
+    The plain path keeps (batch, length, vocab) float32 logits and their log-softmax: with a
+    49,152-token vocabulary, 16 x 128 tokens are 400 MB each, the peak memory of a whole run.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
+    targets = batch["labels"][:, 1:]  # the state at position t predicts the token at t + 1
+    keep = targets != -100
+    states, wanted = hidden[:, :-1][keep], targets[keep]  # (n, hidden), (n,)
+    nll = torch.cat(
+        [
+            F.cross_entropy(head(states[k : k + chunk_size]).float(), wanted[k : k + chunk_size], reduction="none")
+            for k in range(0, len(wanted), chunk_size)
+        ]
+        or [states.new_zeros(0, dtype=torch.float32)]
+    )
+    rows = keep.nonzero()[:, 0]  # the row of each labelled position, in the same (row-major) order
+    sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=nll.device).index_add_(0, rows, nll.double())
+    return sums, keep.sum(dim=1)
