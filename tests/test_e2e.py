@@ -40,7 +40,8 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     assert finetuned["perplexity"] < base["perplexity"]
     assert metrics["run"]["steps"] == 3
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in log if "eval_loss" in line] == [2]  # validation loss during training
+    evals = [line["step"] for line in log if "eval_loss" in line]
+    assert evals[0] == 2 and set(evals) <= {2, 3}  # validation loss during training (and at its end)
     assert metrics["run"]["method"] == "lora"
     assert metrics["run"]["base_weights"] == str(embedded_dir)
     for m in (base, finetuned):
