@@ -123,3 +123,15 @@ def test_reward_model_scores_both_models_answers(overfitting_raw, tmp_path, toke
     assert c["pairs"] == len(rows) and c["finetuned_higher"] + c["ties"] + c["base_higher"] == pytest.approx(1)
     assert metrics["metric_settings"]["reward"]["model"] == str(judge)
     assert "reward" in (run / "report.md").read_text()
+
+
+def test_bf16_autocast_is_accepted_on_a_cpu_only_machine(overfitting_raw):
+    import torch
+
+    from lmtune.train import training_arguments
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: Trainer takes bf16 there as it is")
+    overfitting_raw["training"]["bf16"] = True
+    args = training_arguments(validate_config(overfitting_raw))  # Trainer refused this before ("use_cpu")
+    assert args.bf16 and args.use_cpu
