@@ -15,6 +15,27 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+# Predictions and references for the text metrics (BLEU, ROUGE, chrF) against their libraries.
+PREDICTIONS = [
+    "the cat sat on the mat",
+    "a quick brown fox jumps over the lazy dog",
+    "rain is expected in Oslo on Monday",
+    "completely unrelated words here",
+]
+SINGLE_REFS = [
+    ["the cat is sitting on the mat"],
+    ["the quick brown fox jumped over the lazy dog"],
+    ["Expect rain in Oslo on Monday, with light winds."],
+    ["the sun shines in Lisbon"],
+]
+MULTI_REFS = [
+    ["the cat is sitting on the mat", "a cat sat on the mat"],
+    ["the quick brown fox jumped over the lazy dog"],
+    ["Expect rain in Oslo on Monday, with light winds.", "Rain is expected in Oslo on Monday.", "Oslo: rain."],
+    ["the sun shines in Lisbon"],
+]
+
+
 TRAIN_ROWS = [
     {"prompt": f"Add {a} and {b}.", "completion": f"{a} plus {b} is {a + b}."} for a in range(4) for b in range(4)
 ]

@@ -10,7 +10,7 @@ import pytest
 import sacrebleu
 import torch
 import torch.nn.functional as F
-from helpers import save_llama_reward
+from helpers import MULTI_REFS, PREDICTIONS, SINGLE_REFS, save_llama_reward
 from rouge_score import rouge_scorer
 
 from lmtune.config import METRICS
@@ -98,25 +98,6 @@ def test_perplexity_restores_training_mode(tiny_llama, tokenizer, encoded):
 
 
 # --------------------------------------------------------------------------- BLEU / ROUGE
-
-PREDICTIONS = [
-    "the cat sat on the mat",
-    "a quick brown fox jumps over the lazy dog",
-    "rain is expected in Oslo on Monday",
-    "completely unrelated words here",
-]
-SINGLE_REFS = [
-    ["the cat is sitting on the mat"],
-    ["the quick brown fox jumped over the lazy dog"],
-    ["Expect rain in Oslo on Monday, with light winds."],
-    ["the sun shines in Lisbon"],
-]
-MULTI_REFS = [
-    ["the cat is sitting on the mat", "a cat sat on the mat"],
-    ["the quick brown fox jumped over the lazy dog"],
-    ["Expect rain in Oslo on Monday, with light winds.", "Rain is expected in Oslo on Monday.", "Oslo: rain."],
-    ["the sun shines in Lisbon"],
-]
 
 
 def reference_streams(refs: list[list[str]]) -> list[list[str | None]]:

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import sacrebleu
+from helpers import MULTI_REFS, PREDICTIONS, SINGLE_REFS
 from sacrebleu.metrics import CHRF
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -26,25 +27,6 @@ from lmtune.evaluate.metrics import (
 from lmtune.evaluate.reward import compare_rewards, reward_summary
 
 # --------------------------------------------------------------------------- chrF
-
-PREDICTIONS = [
-    "the cat sat on the mat",
-    "a quick brown fox jumps over the lazy dog",
-    "rain is expected in Oslo on Monday",
-    "completely unrelated words here",
-]
-SINGLE_REFS = [
-    ["the cat is sitting on the mat"],
-    ["the quick brown fox jumped over the lazy dog"],
-    ["Expect rain in Oslo on Monday, with light winds."],
-    ["the sun shines in Lisbon"],
-]
-MULTI_REFS = [
-    ["the cat is sitting on the mat", "a cat sat on the mat"],
-    ["the quick brown fox jumped over the lazy dog"],
-    ["Expect rain in Oslo on Monday, with light winds.", "Rain is expected in Oslo on Monday.", "Oslo: rain."],
-    ["the sun shines in Lisbon"],
-]
 
 
 @pytest.mark.parametrize("refs", [SINGLE_REFS, MULTI_REFS], ids=["single", "multi"])

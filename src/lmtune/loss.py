@@ -60,12 +60,7 @@ def causal_lm_loss(
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    labels = inputs["labels"]
-    model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
-    hidden = decoder(**model_inputs, use_cache=False)[0]  # (B, T, hidden)
-    targets = labels[:, 1:]  # the state at position t predicts the token at t + 1
-    keep = targets != IGNORE
-    hidden, targets = hidden[:, :-1][keep], targets[keep]  # (n, hidden), (n,): labelled positions only
+    hidden, targets, keep = labelled_states(decoder, inputs)
     sums = []
     for start in range(0, len(targets), chunk_size):
         h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
@@ -78,6 +73,18 @@ def causal_lm_loss(
     if torch.is_tensor(count):
         count = count.to(total.device)
     return total / count
+
+
+def labelled_states(decoder: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(hidden states, next tokens) of the labelled positions only, and the (B, T-1) mask that picked them.
+
+    The states come out in row-major order, so ``keep.nonzero()[:, 0]`` gives each one's row.
+    """
+    model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
+    hidden = decoder(**model_inputs, use_cache=False)[0]  # (B, T, hidden)
+    targets = inputs["labels"][:, 1:]  # the state at position t predicts the token at t + 1
+    keep = targets != IGNORE
+    return hidden[:, :-1][keep], targets[keep], keep  # (n, hidden), (n,), (B, T-1)
 
 
 def _summed_nll(head: Any, hidden: Any, targets: Any) -> Any:

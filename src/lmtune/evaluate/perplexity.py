@@ -12,7 +12,7 @@ from typing import Any
 
 from lmtune.data.collate import PadCollator
 from lmtune.data.encode import IGNORE
-from lmtune.loss import CHUNK, loss_parts
+from lmtune.loss import CHUNK, labelled_states, loss_parts
 
 
 def perplexity(model: Any, encoded: list[dict[str, Any]], pad_token_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -163,10 +163,7 @@ def _labelled_nll(decoder: Any, head: Any, batch: dict[str, Any], chunk_size: in
     import torch
     import torch.nn.functional as F
 
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
-    targets = batch["labels"][:, 1:]  # the state at position t predicts the token at t + 1
-    keep = targets != -100
-    states, wanted = hidden[:, :-1][keep], targets[keep]  # (n, hidden), (n,)
+    states, wanted, keep = labelled_states(decoder, batch)
     nll = torch.cat(
         [
             F.cross_entropy(head(states[k : k + chunk_size]).float(), wanted[k : k + chunk_size], reduction="none")
