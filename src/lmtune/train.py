@@ -109,9 +109,7 @@ def train(
             self.evaluations += 1
             if self.evaluations % self.every or not state.is_world_process_zero:
                 return
-            was_training = model.training
-            scores = generation_score(model)
-            model.train(was_training)
+            scores = generation_score(model)  # generation puts the model back in training mode itself
             write_log_line(self.path, state, {f"gen_{k}": v for k, v in scores.items()})
 
     args = training_arguments(cfg)
