@@ -26,7 +26,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from lmtune.pipeline import finetune, run_stages
 
     cfg = load_config(args.config, args.set or [])
-    (run_stages if cfg.stages else finetune)(cfg, overwrite=args.overwrite)
+    if cfg.stages:
+        if args.resume:
+            raise LmtuneError("--resume: staged runs start again from the first stage (use --overwrite)")
+        run_stages(cfg, overwrite=args.overwrite)
+    else:
+        finetune(cfg, overwrite=args.overwrite, resume=args.resume)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -39,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lmtune.config import METRICS
     from lmtune.data.formats import read_examples
     from lmtune.evaluate.run import evaluate_model, metric_settings
-    from lmtune.pipeline import write_jsonl
+    from lmtune.files import atomic_write_jsonl
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(METRICS)
     if unknown := [m for m in metrics if m not in METRICS]:
@@ -59,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if predictions:
-            write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
+            atomic_write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
 
 
 def _review_from_run(run: Path, sheet: Path) -> None:
@@ -235,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. training.max_steps=20 (repeatable)",
     )
     t.add_argument("--overwrite", action="store_true", help="replace the run already in training.output_dir")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in training.output_dir from its latest checkpoint (also done "
+        "without this flag when the config, data and model are unchanged); fails if there is none",
+    )
     t.set_defaults(func=cmd_train)
 
     def model_options(sp: argparse.ArgumentParser) -> None:

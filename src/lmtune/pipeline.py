@@ -5,58 +5,50 @@ Stages talk through files in the run folder (``training.output_dir``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from lmtune.config import RunConfig, dump_config
-from lmtune.data.cache import tokenize_cached
+from lmtune.data.cache import tokenize_cached, tokenizer_digest
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
-from lmtune.data.prepare import load_task_data, summary
+from lmtune.data.prepare import check_enough_examples, load_task_data, summary
 from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
+from lmtune.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.models import load_model, training_dtype
+from lmtune.provenance import RECORD, run_record
 from lmtune.report import forgetting_line, text_table, write_reports
-from lmtune.train import TRAIN_LOG, train
+from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder, resume_point
+from lmtune.train import train
 
 logger = logging.getLogger(__name__)
 
-# Everything lmtune and Trainer/PEFT write into a run folder; --overwrite removes only these.
-DATA_REPORT = "data_report.json"
-RUN_FILES = (
-    DATA_REPORT, "test.jsonl", "config.yaml", "metrics.json", TRAIN_LOG,
-    "predictions_base.jsonl", "predictions_finetuned.jsonl",
-    "report.md", "report.html", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
-    "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",
-    "vocab.json", "merges.txt",
-)  # fmt: skip
 TRAINS_BASE_WEIGHTS = ("full", "freeze")  # the others keep the base frozen: it may be held in bfloat16
-STAGE_GLOB = "[0-9]*-*"  # stage folders of staged runs: "1-general", "2-weather"
-RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", STAGE_GLOB)
-PACKAGES = ("lmtune", "torch", "transformers", "peft", "accelerate", "sacrebleu", "rouge-score")
 
 
-def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict[str, Any]:
-    """Run the whole pipeline; returns the contents of ``metrics.json``."""
+def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo: Any = print) -> dict[str, Any]:
+    """Run the whole pipeline; returns the contents of ``metrics.json``.
+
+    Everything that can be checked is checked before the run folder is created, so a bad
+    config, data file or model name leaves nothing behind.  An unfinished run of the same
+    config and data in ``training.output_dir`` resumes from its latest committed checkpoint.
+    """
     out = Path(cfg.training.output_dir)
     check_device(cfg)
     for key, path in (("eval.reference", cfg.eval.reference), ("continual.reference", cfg.continual.reference)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{key}: {path}: no such file (relative paths start from the current folder)")
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
+    record = run_record(cfg)
+    checkpoint = resume_point(out, record, overwrite, resume)
     judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
-    prepare_run_folder(out, overwrite)
 
     from transformers import set_seed
 
@@ -68,10 +60,18 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
     encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
     tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
     train_rows, eval_rows, eval_examples = tokens.train, tokens.eval, tokens.eval_examples
-    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    check_enough_examples(len(train_rows), cfg)
+    if checkpoint:
+        echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
+        continue_run_folder(out, checkpoint_step(checkpoint))
+    else:
+        prepare_run_folder(out, overwrite)
+    record["model"].update(loaded_identity(model, tokenizer))
+    atomic_write_json(out / RECORD, record)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     write_data_report(out / DATA_REPORT, data.report)
     if data.test:
-        write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])
+        atomic_write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])
     echo(summary(data.report))
     echo(
         f"data: {len(train_rows)} train / {len(eval_examples)} held-out examples "
@@ -120,6 +120,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         callbacks=ctx.callbacks,
         penalty=penalty,
         generation_score=lambda m: _generation_scores(m, tokenizer, encoder, eval_examples, cfg),
+        resume_from=checkpoint,
     )
     trainer = result.pop("trainer")
     trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
@@ -150,8 +151,9 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         "tasks": sorted(data.report["tasks"]),
         "eval_source": data.eval_source,
         **{k: v for k, v in result.items() if k != "train_time_s"},
-        "versions": versions(),
-        "git_commit": git_commit(),
+        "resumed_from": checkpoint.name if checkpoint else None,
+        "versions": record["versions"],
+        "git_commit": (record["git"] or {}).get("commit"),
     }
     metrics["metric_settings"] = metric_settings(cfg.eval.stride)
     if judge:
@@ -163,6 +165,12 @@ def finetune(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict
         echo(forgetting_line(metrics))
     echo(f"\nrun folder: {out}  (report: {out / 'report.html'})")
     return metrics
+
+
+def loaded_identity(model: Any, tokenizer: Any) -> dict[str, Any]:
+    """What only the loaded model tells: the hub revision (when from the hub) and the tokenizer's digest."""
+    revision = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return {"tokenizer_sha256": tokenizer_digest(tokenizer), **({"revision": revision} if revision else {})}
 
 
 def add_rewards(judge: tuple[Any, Any], metrics: dict, predictions: dict[str, list[dict]], cfg: RunConfig) -> None:
@@ -238,8 +246,8 @@ def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> di
         "finetuned": rows[-1]["finetuned"],
         "train_time_s": sum(r["train_time_s"] for r in rows),
     }
-    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_json(out / "metrics.json", combined)
     write_reports(out)
     echo("\n" + stage_table(combined))
     echo(f"\nreport: {out / 'report.html'}")
@@ -309,66 +317,19 @@ def _evaluate(
     )
 
 
-def prepare_run_folder(out: Path, overwrite: bool) -> None:
-    """Refuse to write into a folder that holds anything, unless --overwrite; then clear our own files only."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"training.output_dir: {out} is a file, not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    if not overwrite:
-        what = "a finished run" if (out / "metrics.json").exists() else "files"
-        raise ConfigError(
-            f"training.output_dir: {out} already holds {what}; pass --overwrite to replace the run, "
-            "or set another folder with --set training.output_dir=..."
-        )
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for pattern in RUN_GLOBS:
-        for path in out.glob(pattern):
-            if pattern == STAGE_GLOB and not (path / "config.yaml").is_file():
-                continue  # a folder of the user's that happens to look like a stage folder
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def write_outputs(out: Path, metrics: dict[str, Any], predictions: dict[str, list[dict[str, Any]]]) -> None:
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     for name, rows in predictions.items():
         if rows:  # none when only perplexity was asked for
-            write_jsonl(out / f"predictions_{name}.jsonl", rows)
+            atomic_write_jsonl(out / f"predictions_{name}.jsonl", rows)
+    atomic_write_json(out / "metrics.json", metrics)  # last: a metrics.json marks the run finished
     write_reports(out)  # report.md and report.html, from the files just written
 
 
 def write_data_report(path: Path, report: dict[str, Any]) -> None:
-    path.write_text(
-        json.dumps({"lmtune_data_report": 1, **report}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    atomic_write_json(path, {"lmtune_data_report": 1, **report})
 
 
 def example_row(ex: Example) -> dict[str, Any]:
     """An example back as a row lmtune reads (``messages`` or ``text``), with its task and origin."""
     body: dict[str, Any] = {"text": ex.text} if ex.text is not None else {"messages": list(ex.messages)}
     return {**body, "task": ex.task, "source": ex.source}
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
-def git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -12,8 +12,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lmtune.checkpoints import commit_checkpoint, latest_checkpoint, rotate_checkpoints
 from lmtune.config import RunConfig, training_argument_names
 from lmtune.data.collate import PackCollator, PadCollator, packed_matches_alone
+from lmtune.guards import (
+    Interrupted,
+    ctrl_c_requests_stop,
+    gradients_finite,
+    is_out_of_memory,
+    non_finite_stop,
+    out_of_memory,
+)
 from lmtune.loss import causal_lm_loss, loss_parts, matches_model_loss
 
 logger = logging.getLogger(__name__)
@@ -81,11 +90,18 @@ def train(
     callbacks: list[Any] | None = None,
     penalty: Any = None,
     generation_score: Callable[[Any], dict[str, float]] | None = None,
+    resume_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train in place; returns ``train_time_s``, the final loss, token counts and early-stopping facts.
 
     ``generation_score(model)``, when given, runs every ``eval.generate_every`` evaluations
-    and its numbers go into the training log as ``gen_*`` keys.
+    and its numbers go into the training log as ``gen_*`` keys.  ``resume_from`` is a
+    committed checkpoint: optimizer, scheduler, RNG states and the place in the data
+    continue from there.
+
+    Raises:
+        TrainingStopped: a non-finite loss or gradient, or out of memory.
+        Interrupted: Ctrl-C; a checkpoint of the last finished step was saved first.
     """
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
@@ -112,7 +128,25 @@ def train(
             scores = generation_score(model)  # generation puts the model back in training mode itself
             write_log_line(self.path, state, {f"gen_{k}": v for k, v in scores.items()})
 
+    class Guard(TrainerCallback):
+        """Stops on a non-finite gradient; turns a Ctrl-C into "save a checkpoint, then stop"."""
+
+        def __init__(self, stop_requested: Any):
+            self.stop_requested = stop_requested
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            # fp16's loss scaler expects overflowing gradients now and then: it skips those steps itself
+            if not args.fp16 and not gradients_finite(model):
+                raise non_finite_stop(state.global_step + 1, "gradient", args.learning_rate, _latest(args))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.stop_requested.is_set():
+                control.should_save = True
+                control.should_training_stop = True
+
     args = training_arguments(cfg)
+    # Trainer would delete older checkpoints before lmtune commits the new one; lmtune rotates after committing
+    keep_checkpoints, args.save_total_limit = args.save_total_limit, None
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = []
@@ -145,6 +179,18 @@ def train(
                 return out[0] + penalty(), out[1]
             return out + penalty()
 
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            loss = super().training_step(*args, **kwargs)
+            if not self.args.fp16 and not bool(loss.isfinite()):
+                raise non_finite_stop(self.state.global_step + 1, "loss", self.args.learning_rate, _latest(self.args))
+            return loss
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            run_dir = Path(self._get_output_dir(trial))
+            commit_checkpoint(run_dir / f"checkpoint-{self.state.global_step}", self.state.global_step)
+            rotate_checkpoints(run_dir, keep_checkpoints, self.state.best_model_checkpoint)
+
     trainer = RegularizedTrainer(
         model=model,
         args=args,
@@ -156,8 +202,21 @@ def train(
         callbacks=[JsonlLog(out / TRAIN_LOG), *extra, *(callbacks or [])],
     )
     start = time.perf_counter()
-    result = trainer.train()
+    with ctrl_c_requests_stop() as stop_requested:
+        trainer.add_callback(Guard(stop_requested))
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise out_of_memory(trainer.state.global_step + 1, e) from e
+            raise
     elapsed = time.perf_counter() - start
+    if stop_requested.is_set():
+        step = trainer.state.global_step
+        raise Interrupted(
+            f"interrupted: checkpoint-{step} (step {step} of {trainer.state.max_steps}) saved in {out}; "
+            "run the same command again to resume from it"
+        )
     tokens = sum(len(r["input_ids"]) for r in train_rows)
     return {
         "train_time_s": elapsed,
@@ -170,6 +229,11 @@ def train(
         **early_stopping_facts(trainer),
         "trainer": trainer,
     }
+
+
+def _latest(args: Any) -> str | None:
+    latest = latest_checkpoint(Path(args.output_dir))
+    return latest.name if latest else None
 
 
 def use_packing(model: Any) -> bool:

@@ -37,19 +37,30 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _source_digests(cfg: DataConfig) -> list[str] | None:
-    digests = []
+HUB_DATASET = "hub dataset"
+
+
+def data_digests(cfg: DataConfig) -> dict[str, str]:
+    """``{file: "sha256:..."}`` for every local file the data section reads; hub datasets by name."""
+    digests = {}
     for which in ("train", "eval"):
         for src in cfg.sources(which):
             path = Path(src.path)
             if path.is_file():
-                digests.append(file_digest(path))
+                digests[str(path)] = "sha256:" + file_digest(path)
             elif path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
-                digests += [f"{p.relative_to(path)}:{file_digest(p)}" for p in files]
+                digests.update({str(p): "sha256:" + file_digest(p) for p in files})
             else:
-                return None  # a hub dataset: no content hash to key on
+                digests[src.path] = f"{HUB_DATASET} (split {src.split}, subset {src.subset})"
     return digests
+
+
+def _source_digests(cfg: DataConfig) -> list[str] | None:
+    digests = data_digests(cfg)
+    if any(d.startswith(HUB_DATASET) for d in digests.values()):
+        return None  # a hub dataset: no content hash to key on
+    return list(digests.values())  # content only: the same file moved elsewhere still hits the cache
 
 
 def tokenizer_digest(tokenizer: Any) -> str:

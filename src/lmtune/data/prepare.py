@@ -98,6 +98,17 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     return TaskData(train, held_out, test, shape, eval_source, report)
 
 
+def check_enough_examples(n_train: int, cfg: Any) -> None:
+    """At least one full batch of training examples (``cfg`` is the RunConfig)."""
+    batch = cfg.training.per_device_train_batch_size
+    if n_train < batch:
+        raise DataError(
+            f"data.train: {n_train} training example{'s' if n_train != 1 else ''} left after cleaning, splitting "
+            f"and the length limit, fewer than one batch (training.per_device_train_batch_size: {batch}); "
+            "add data or lower the batch size"
+        )
+
+
 def _names(cfg: DataConfig) -> str:
     return ", ".join(s.path for s in cfg.sources("train"))
 
