@@ -150,9 +150,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(
     assert_same_weights(out, uninterrupted)
 
 
-def test_a_changed_config_or_data_refuses_to_resume_and_says_what_changed(
-    tmp_path, tiny_llama_dir, task_files, capsys
-):
+def test_a_changed_config_or_data_refuses_to_resume_and_says_what_changed(tmp_path, tiny_llama_dir, task_files, capsys):
     out = tmp_path / "run"
     cfg = resumable_config(tmp_path, tiny_llama_dir, task_files, out, max_steps=2)
     raw = yaml.safe_load(cfg.read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,9 @@ class ModelConfig(_Section):
     revision: str | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
     trust_remote_code: bool = False
-    """Run modelling code shipped with a hub model. Off unless you trust its authors."""
+    """Run modelling code shipped with a hub model. Off unless you trust its authors (a warning says when on)."""
+    allow_pickle: bool = False
+    """Load pickle-based weights (``.bin`` / ``.pt``), which can run code when unpickled. Off: safetensors only."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights' dtype. ``auto``: bfloat16 for methods that freeze the base (LoRA family, IA3, prompts) on
     hardware with fast bfloat16 matmuls (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else float32.
@@ -377,6 +380,8 @@ class RunConfig(_Section):
         for i, stage in enumerate(self.stages or []):
             stage = dict(stage)
             name = str(stage.pop("name", f"stage{i + 1}"))
+            if not _plain_name(name):  # the stage folder goes inside output_dir, never elsewhere
+                raise ConfigError(f"stages[{i}].name: {name!r}: use a plain name (letters, digits, '-', '_', '.')")
             merged = _deep_merge(base, stage)
             merged["training"]["output_dir"] = str(Path(self.training.output_dir) / f"{i + 1}-{name}")
             out.append((name, validate_config(merged, f"stages[{i}] ({name})")))
@@ -498,6 +503,10 @@ def training_argument_names() -> frozenset[str]:
     from transformers import TrainingArguments
 
     return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
+def _plain_name(name: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+", name)) and name not in (".", "..")
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

@@ -167,6 +167,7 @@ def load_run(folder: Path, cfg: ModelConfig | None = None) -> tuple[Any, Any, st
         raise ModelError(f"{folder}/adapter_config.json: no base_model_name_or_path")
     tokenizer = load_tokenizer(folder if (folder / "tokenizer_config.json").is_file() else base_source, cfg)
     model = _from_pretrained(AutoModelForCausalLM, base_source, cfg, dtype=_dtype(cfg.dtype))
+    refuse_pickle_weights(folder, cfg)  # the adapter's own weights
     model = PeftModel.from_pretrained(model, folder)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(base_source)
@@ -218,7 +219,12 @@ def _sync_pad(model: Any, tokenizer: Any) -> None:
 
 def _from_pretrained(cls: Any, source: Path | str, cfg: ModelConfig, **kwargs: Any) -> Any:
     common = {"trust_remote_code": cfg.trust_remote_code, **kwargs}
+    if cfg.trust_remote_code:
+        logger.warning("model.trust_remote_code is on: Python code shipped with %s runs on this machine", source)
+    if not cfg.allow_pickle and not cls.__name__.endswith("Tokenizer"):
+        common["use_safetensors"] = True  # pickle files can run code when loaded; safetensors cannot
     if isinstance(source, Path):
+        refuse_pickle_weights(source, cfg)
         return cls.from_pretrained(source, **common)
     hub = {"revision": cfg.revision, **common}
     try:  # a hub id already in the local cache loads with no network at all
@@ -234,7 +240,25 @@ def _from_pretrained(cls: Any, source: Path | str, cfg: ModelConfig, **kwargs: A
     try:
         return cls.from_pretrained(source, **hub)
     except OSError as e:
+        if "safetensors" in str(e) and not cfg.allow_pickle:
+            raise ModelError(f"model.name: '{source}': {PICKLE_ONLY}") from None
         raise ModelError(f"model.name: '{source}': {str(e).splitlines()[0]}") from None
+
+
+PICKLE_ONLY = (
+    "its weights are only in pickle files (.bin/.pt), which can run code when loaded; lmtune loads safetensors. "
+    "Set model.allow_pickle: true if you trust where they come from"
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
+
+
+def refuse_pickle_weights(folder: Path, cfg: ModelConfig) -> None:
+    """A local model or adapter folder with pickle weights and no safetensors, unless allowed."""
+    if cfg.allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickled:
+        raise ModelError(f"model.name: {folder}: {pickled[0]}: {PICKLE_ONLY}")
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
