@@ -44,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lmtune.config import METRICS
     from lmtune.data.formats import read_examples
     from lmtune.evaluate.run import evaluate_model, metric_settings
-    from lmtune.files import atomic_write_jsonl
+    from lmtune.files import atomic_write_json, atomic_write_jsonl
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(METRICS)
     if unknown := [m for m in metrics if m not in METRICS]:
@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out, result)
         if predictions:
             atomic_write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
 
@@ -112,6 +112,7 @@ def _write_review(base: list[dict], finetuned: list[dict], sheet: Path) -> None:
 
 def _score_review(sheet: Path) -> None:
     from lmtune.evaluate.review import score_review
+    from lmtune.files import atomic_write_json
 
     s = score_review(sheet)
     print(
@@ -120,7 +121,7 @@ def _score_review(sheet: Path) -> None:
         f"({s['finetuned_wins']}/{s['ties']}/{s['base_wins']})"
     )
     out = sheet.with_name(sheet.stem + ".scores.json")
-    out.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out, s)
     print(f"written: {out}")
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
-from lmtune.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from lmtune.files import TMP_PREFIX, atomic_write_json, atomic_write_jsonl, atomic_write_text, fsync_folder, fsync_tree
 from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.models import load_model, training_dtype
@@ -123,8 +126,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
         resume_from=checkpoint,
     )
     trainer = result.pop("trainer")
-    trainer.save_model(str(out))  # adapter (PEFT) or full model, safetensors
-    tokenizer.save_pretrained(out)
+    save_weights(trainer, tokenizer, out)
 
     echo("evaluating the fine-tuned model ...")
     metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows, cfg)
@@ -171,6 +173,24 @@ def loaded_identity(model: Any, tokenizer: Any) -> dict[str, Any]:
     """What only the loaded model tells: the hub revision (when from the hub) and the tokenizer's digest."""
     revision = getattr(getattr(model, "config", None), "_commit_hash", None)
     return {"tokenizer_sha256": tokenizer_digest(tokenizer), **({"revision": revision} if revision else {})}
+
+
+def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
+    """The adapter (PEFT) or full model, as safetensors, and the tokenizer, into ``out``.
+
+    Written into a temporary folder inside ``out``, flushed, then renamed in file by file,
+    so a kill mid-save never leaves a half-written weights file.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
+    try:
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(staging)
+        fsync_tree(staging)
+        for path in staging.iterdir():
+            os.replace(path, out / path.name)
+        fsync_folder(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def add_rewards(judge: tuple[Any, Any], metrics: dict, predictions: dict[str, list[dict]], cfg: RunConfig) -> None:

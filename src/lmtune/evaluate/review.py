@@ -7,11 +7,13 @@ shuffled); the key that undoes it is written next to it and read back when scori
 from __future__ import annotations
 
 import csv
+import io
 import random
 from pathlib import Path
 from typing import Any
 
 from lmtune.errors import DataError
+from lmtune.files import atomic_write_text
 
 SHEET_COLUMNS = ("id", "prompt", "reference", "answer_a", "answer_b", "preference")
 KEY_COLUMNS = ("id", "a", "b")
@@ -53,12 +55,11 @@ def write_review_sheet(
 
 
 def _write_csv(path: Path, header: tuple[str, ...], rows: list[list[Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def score_review(sheet: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmtune.files import atomic_write_text
 from lmtune.report.compare import compare_runs
 from lmtune.report.run import Run, load_run
 from lmtune.report.tables import (
@@ -44,8 +45,8 @@ def write_reports(folder: Path) -> dict[str, Path]:
     run = load_run(Path(folder))
     paths = {"markdown": run.folder / "report.md", "html": run.folder / "report.html"}
     markdown = markdown_report(run.metrics, side_by_side(run), run.report_samples())
-    paths["markdown"].write_text(markdown, encoding="utf-8")
-    paths["html"].write_text(render(run), encoding="utf-8")
+    atomic_write_text(paths["markdown"], markdown)
+    atomic_write_text(paths["html"], render(run))
     return paths
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ConfigError
+from lmtune.files import atomic_write, atomic_write_text
 from lmtune.report import plots
 from lmtune.report.run import Run, load_run
 from lmtune.report.tables import aligned, markdown_rows, value
@@ -38,10 +39,11 @@ def compare_runs(folders: list[Path], output: Path | None = None) -> str:
     if output is not None:
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
-        (output / "compare.md").write_text(markdown_rows(rows) + "\n", encoding="utf-8")
+        atomic_write_text(output / "compare.md", markdown_rows(rows) + "\n")
         series = [(name, [r for _, part in run.series() for r in part]) for name, run in zip(names, runs, strict=True)]
         png = plots.loss_curves(series, title="Training loss (dashed: eval loss)")
-        (output / "compare_loss.png").write_bytes(png or plots.note("no training log (train_log.jsonl) in these runs"))
+        png = png or plots.note("no training log (train_log.jsonl) in these runs")
+        atomic_write(output / "compare_loss.png", lambda f: f.write(png))
     return aligned(rows)
 
 
