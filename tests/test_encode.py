@@ -175,9 +175,9 @@ def test_no_training_example_with_an_answer_token_is_an_error(tokenizer, example
     from lmtune.data.prepare import TaskData, tokenize_task_data
 
     data = TaskData(train=[example], eval=[example], test=[], shape="prompt_completion", eval_source="x")
-    with pytest.raises(DataError, match="data.max_length=5: no training example keeps an answer token"):
+    with pytest.raises(DataError, match="data.max_length: 5 tokens, and no training example keeps an answer token"):
         tokenize_task_data(Encoder(tokenizer, max_length=5), data, "truncate")
-    with pytest.raises(DataError, match="data.max_length=5"):
+    with pytest.raises(DataError, match="data.max_length: 5 tokens, and no training example"):
         tokenize_task_data(Encoder(tokenizer, max_length=5), data, "drop")
 
 

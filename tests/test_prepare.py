@@ -338,7 +338,7 @@ def test_every_held_out_row_too_long_is_an_error(tokenizer, jsonl):
     held_out = jsonl("e.jsonl", [pc("Held out long.", " ".join(["word"] * 40))])
     data = load_task_data(dc(str(train), eval=str(held_out)), seed=0)
     limit = lengths_by_hand(tokenizer, data.train)[0]
-    with pytest.raises(DataError, match=f"data.max_length={limit}: every held-out example is longer"):
+    with pytest.raises(DataError, match=f"data.max_length: {limit} tokens, and no held-out example fits"):
         tokenize_task_data(Encoder(tokenizer, max_length=limit), data, "drop")
 
 

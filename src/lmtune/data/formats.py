@@ -98,18 +98,22 @@ def read_examples(
     task = task or path.stem
     errors: list[str] = []
     examples: list[Example] = []
+    detected_at = None  # "file:line" of the row the shape was detected from
     for where, line, row in _rows_of(path, split, subset):
-        if columns:
-            row = _map_columns(row, columns)
-        if shape == "auto":
-            shape = detect_shape(where, line, row)
-        try:
-            row_task = row.get("task") if isinstance(row.get("task"), str) and row.get("task") else task
-            examples.append(replace(to_example(row, shape), task=row_task, source=f"{where}:{line}"))
-        except _RowError as e:
-            errors.append(f"{where}:{line}: {e}")
-            if len(errors) >= MAX_ERRORS:
-                break
+        if isinstance(row, BadLine):
+            errors.append(f"{where}:{line}: {row}")
+        else:
+            if columns:
+                row = _map_columns(row, columns)
+            if shape == "auto":
+                shape, detected_at = detect_shape(where, line, row), f"line {line} of {where}"
+            try:
+                row_task = row.get("task") if isinstance(row.get("task"), str) and row.get("task") else task
+                examples.append(replace(to_example(row, shape), task=row_task, source=f"{where}:{line}"))
+            except _RowError as e:
+                errors.append(f"{where}:{line}: {_mixed_shapes(row, shape, detected_at) or e}")
+        if len(errors) >= MAX_ERRORS:
+            break
     if errors:
         more = f" (and more; first {MAX_ERRORS} shown)" if len(errors) >= MAX_ERRORS else ""
         raise DataError("; ".join(errors) + more)
@@ -127,10 +131,24 @@ def _map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]
     return mapped
 
 
+def _shape_of(row: dict[str, Any]) -> str | None:
+    return next((shape for shape, keys in SHAPES.items() if all(k in row for k in keys)), None)
+
+
+def _mixed_shapes(row: dict[str, Any], shape: str, detected_at: str | None) -> str | None:
+    """A row of another shape than the file's first row (one shape per source)."""
+    other = _shape_of(row)
+    if detected_at is None or other is None or other == shape:
+        return None
+    return (
+        f"rows of mixed shapes: this row is '{other}' ({', '.join(SHAPES[other])}), but {detected_at} is "
+        f"'{shape}' ({', '.join(SHAPES[shape])}); put each shape in its own file"
+    )
+
+
 def detect_shape(path: Path | str, line: int, row: dict[str, Any]) -> str:
-    for shape, keys in SHAPES.items():
-        if all(k in row for k in keys):
-            return shape
+    if shape := _shape_of(row):
+        return shape
     found = ", ".join(map(repr, row)) or "no fields"
     raise DataError(
         f"{path}:{line}: cannot tell the data shape from fields {found}; expected one of "
@@ -195,9 +213,18 @@ class _RowError(ValueError):
     pass
 
 
+class BadLine(str):
+    """A line that is not a row at all (malformed JSON, not UTF-8, wrong column count): its error message."""
+
+
+RowOrBadLine = dict[str, Any] | BadLine
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, str):
+        return "empty text" if not value.strip() else "text"
     return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
         type(value), type(value).__name__
     )
@@ -243,7 +270,7 @@ def _messages_example(row: dict[str, Any]) -> Example:
             answers = _answers(turn, "content")  # several references for the final answer
             content = answers[0]
         elif not isinstance(content, str) or (role != "assistant" and not content.strip()):
-            raise _RowError(f"{where}.content': expected non-empty text, found {_describe(content)!s}")
+            raise _RowError(f"{where}.content': expected non-empty text, found {_describe(content)}")
         clean.append({"role": role, "content": content})
     if clean[-1]["role"] != "assistant":
         raise _RowError("field 'messages': the last turn must be the assistant's answer")
@@ -253,7 +280,7 @@ def _messages_example(row: dict[str, Any]) -> Example:
 # --------------------------------------------------------------------------- files
 
 
-def _rows_of(path: Path, split: str, subset: str | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def _rows_of(path: Path, split: str, subset: str | None) -> Iterator[tuple[str, int, RowOrBadLine]]:
     """(where, line, row) from a file, every data file of a folder, or a hub dataset."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
@@ -271,7 +298,7 @@ def _rows_of(path: Path, split: str, subset: str | None) -> Iterator[tuple[str, 
             yield f"{name}[{split}]", i, row
 
 
-def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
     """(line number, row) for every non-blank row of a JSONL, JSON, CSV or Parquet file."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -286,7 +313,7 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _jsonl_rows(path)
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
     import pyarrow.parquet as pq
 
     try:
@@ -325,28 +352,43 @@ def _hub_rows(name: str, split: str, subset: str | None) -> Iterator[dict[str, A
 
 
 def _decode(path: Path, raw: bytes, line: int) -> str:
+    """UTF-8 text (a byte-order mark at the start is accepted and dropped)."""
     try:
         return raw.decode("utf-8-sig" if line == 1 else "utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+        raise DataError(f"{path}:{_line_of(raw, e.start, line)}: {_not_utf8(raw, e, line)}") from None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _not_utf8(raw: bytes, e: UnicodeDecodeError, line: int) -> BadLine:
+    column = e.start - raw.rfind(b"\n", 0, e.start)
+    return BadLine(f"not UTF-8 text (byte {raw[e.start]:#04x} at column {column}); save the file as UTF-8")
+
+
+def _line_of(raw: bytes, offset: int, first_line: int) -> int:
+    return first_line + raw.count(b"\n", 0, offset)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
     with path.open("rb") as f:
         for line, raw in enumerate(f, start=1):
-            text = _decode(path, raw, line).strip()
+            try:
+                text = raw.decode("utf-8-sig" if line == 1 else "utf-8").strip()
+            except UnicodeDecodeError as e:
+                yield line, _not_utf8(raw, e, line)
+                continue
             if not text:
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line}: malformed JSON ({e.msg} at column {e.colno})") from None
+                yield line, BadLine(f"malformed JSON ({e.msg} at column {e.colno})")
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{line}: expected a JSON object per line, found {_describe(row)}")
+                row = BadLine(f"expected a JSON object per line, found {_describe(row)}")
             yield line, row
 
 
-def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _json_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
     text = _decode(path, path.read_bytes(), 1)
     if not text.strip():
         return
@@ -363,13 +405,15 @@ def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, row
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
     text = _decode(path, path.read_bytes(), 1)
     reader = csv.DictReader(io.StringIO(text))
     for row in reader:
+        columns = ", ".join(reader.fieldnames or [])
         if None in row:
-            raise DataError(f"{path}:{reader.line_num}: more values than the header has columns")
-        if any(v is None for v in row.values()):
-            raise DataError(f"{path}:{reader.line_num}: fewer values than the header has columns")
-        if any(v.strip() for v in row.values()):
+            yield reader.line_num, BadLine(f"more values than the header has columns ({columns})")
+        elif any(v is None for v in row.values()):
+            missing = ", ".join(k for k, v in row.items() if v is None)
+            yield reader.line_num, BadLine(f"fewer values than the header has columns (no value for {missing})")
+        elif any(v.strip() for v in row.values()):
             yield reader.line_num, dict(row)

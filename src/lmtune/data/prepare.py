@@ -144,9 +144,9 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
     train_rows, train_examples, train_cut = encode_all(encoder, data.train, overlong)
     eval_rows, eval_examples, eval_cut = encode_all(encoder, data.eval, overlong, keep_long_text=True)
     if not train_rows or not any((r["labels"] != IGNORE).any() for r in train_rows):
-        raise DataError(f"data.max_length={encoder.max_length}: no training example keeps an answer token; raise it")
+        raise _too_long(encoder, data.train, "training example keeps an answer token")
     if not eval_rows:
-        raise DataError(f"data.max_length={encoder.max_length}: every held-out example is longer; raise it")
+        raise _too_long(encoder, data.eval, "held-out example fits")
     data.report["overlong"] = {
         "policy": overlong,
         "max_length": encoder.max_length,
@@ -156,6 +156,15 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
     data.report["tokens"] = token_statistics(train_rows)
     data.report["warnings"] = warnings_for(data.report)
     return Tokenized(train_rows, eval_rows, eval_examples)
+
+
+def _too_long(encoder: Encoder, examples: list[Example], what: str) -> DataError:
+    lengths = [len(encoder.encode(ex, truncate=False)["input_ids"]) for ex in examples]
+    span = f"{min(lengths)}" if min(lengths) == max(lengths) else f"{min(lengths)} to {max(lengths)}"
+    return DataError(
+        f"data.max_length: {encoder.max_length} tokens, and no {what} (examples have {span} tokens); "
+        f"raise data.max_length to at least {min(lengths)}"
+    )
 
 
 def encode_all(
