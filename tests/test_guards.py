@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 
 import pytest
 import torch
@@ -94,10 +95,21 @@ def test_out_of_memory_names_the_knobs(guarded_config, capsys, monkeypatch):
         assert knob in line
 
 
-def test_the_run_record_names_config_data_model_and_versions(guarded_config, task_files):
+def test_the_run_record_names_config_data_model_and_versions(guarded_config, task_files, tmp_path, monkeypatch):
+    work = tmp_path / "work"  # the user's project, a git work tree with one commit
+    work.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (work / "notes.txt").write_text("x")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.chdir(work)
     cfg, out = guarded_config(max_steps=1)
     assert main(["train", str(cfg)]) == 0
-    record = json.loads((out / RECORD).read_text())
+    assert record_of(out)["git"] == {"commit": head, "dirty": False}
+    assert not [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")], "pickles saved"
+    record = record_of(out)
     assert record["config"]["training"]["max_steps"] == 1 and record["seed"] == 0
     for path in task_files:
         assert record["data"][str(path)].startswith("sha256:") and len(record["data"][str(path)]) == 71
@@ -105,6 +117,10 @@ def test_the_run_record_names_config_data_model_and_versions(guarded_config, tas
     assert len(record["model"]["tokenizer_sha256"]) == 64
     assert {"lmtune", "torch", "transformers", "peft"} <= set(record["versions"])
     assert set(record) >= {"python", "platform", "git", "config_sha256"}
+
+
+def record_of(out):
+    return json.loads((out / RECORD).read_text())
 
 
 def test_same_config_data_and_seed_give_the_same_metrics(guarded_config, tmp_path):

@@ -199,3 +199,19 @@ def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path, tiny_llama_di
     capsys.readouterr()
     assert main(["train", str(cfg)]) == 0
     assert f"resuming from {out / 'checkpoint-2'}" in capsys.readouterr().out
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    from lmtune.files import atomic_write, atomic_write_text
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+
+    def dies_halfway(f):
+        f.write(b"new, half")
+        raise KeyboardInterrupt  # what a kill looks like from inside the process
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies_halfway)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -185,6 +185,9 @@ def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
     try:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(staging)
+        # Trainer pickles its arguments next to the weights; config.yaml already holds them, and a run
+        # folder that others load should hold no pickle files
+        (staging / "training_args.bin").unlink(missing_ok=True)
         fsync_tree(staging)
         for path in staging.iterdir():
             os.replace(path, out / path.name)
