@@ -86,6 +86,18 @@ def write_files(folder: Path, train: list, held_out: list) -> dict[str, Path]:
 # --------------------------------------------------------------------------- runs
 
 
+def cpu_model() -> str | None:
+    """The CPU's name and its bfloat16 / vector flags: they decide lmtune's default dtype and the speed."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(info.split())
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(shown) or 'no AVX2'})"
+
+
 def run_measured(cmd: list[str], cwd: Path) -> tuple[str, float]:
     """(stdout, peak RSS in MB) of one child process, from its own rusage."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -130,7 +142,7 @@ def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra
     m = json.loads((out / "metrics.json").read_text())
     tokens = m["run"]["train_tokens_per_epoch"]
     return {"train_s": m["train_time_s"], "real_tokens": tokens, "processed_tokens": tokens,
-            "peak_rss_mb": peak, "saved": out}  # fmt: skip
+            "peak_rss_mb": peak, "saved": out, "dtype": m["run"]["dtype"]}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- measures
@@ -272,9 +284,10 @@ def markdown(results: dict) -> str:
     for c in results["comparisons"]:
         for who in ("seed", "lmtune"):
             r = c[who]
-            util = 100 * r["achieved_gflops"] / peak[results["lmtune_dtype"] if who == "lmtune" else "float32"]
+            dtype = r.get("dtype", "float32")  # the seed recipe trains in float32
+            util = 100 * r["achieved_gflops"] / peak[dtype]
             lines.append(
-                f"| {c['dataset']} | {c['method']} | {c['rows']} | {who} | {r['train_s']:.1f} | "
+                f"| {c['dataset']} | {c['method']} | {c['rows']} | {who} ({dtype}) | {r['train_s']:.1f} | "
                 f"{r['real_tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['eval_loss']:.4f} | "
                 f"{r['achieved_gflops']:.0f} ({util:.0f}%) |"
             )
@@ -311,7 +324,6 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lmtune-dtype", default="bfloat16", help="the dtype lmtune's matmuls run in, for utilisation")
     p.add_argument("--lmtune-set", action="append", default=[], metavar="KEY=VALUE", help="extra lmtune settings")
     p.add_argument("--output", default=str(RESULTS / "speed"))
     a = p.parse_args()
@@ -325,11 +337,10 @@ def main() -> None:
     model_dir = Path(resolve("smollm2-135m-instruct"))
     work = Path(tempfile.mkdtemp(prefix="lmtune_speed_"))
     results: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
+        "machine": f"{os.cpu_count()} CPU cores, {cpu_model() or platform.machine()}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads",
         "matmul_size": 2048,
         "matmul_peak_gflops": {d: matmul_peak(d) / 1e9 for d in ("float32", "bfloat16")},
-        "lmtune_dtype": a.lmtune_dtype,
         "generation_tokens": a.generation_tokens,
         "args": vars(a),
         "comparisons": [],
