@@ -17,7 +17,7 @@ from lmtune.config import RunConfig, dump_config
 from lmtune.data.cache import tokenize_cached, tokenizer_digest
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
-from lmtune.data.prepare import check_enough_examples, load_task_data, summary
+from lmtune.data.prepare import TaskData, check_enough_examples, load_task_data, summary
 from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
@@ -70,11 +70,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     else:
         prepare_run_folder(out, overwrite)
     record["model"].update(loaded_identity(model, tokenizer))
-    atomic_write_json(out / RECORD, record)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    write_data_report(out / DATA_REPORT, data.report)
-    if data.test:
-        atomic_write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])
+    write_run_inputs(out, cfg, record, data)
     echo(summary(data.report))
     echo(
         f"data: {len(train_rows)} train / {len(eval_examples)} held-out examples "
@@ -167,6 +163,15 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
         echo(forgetting_line(metrics))
     echo(f"\nrun folder: {out}  (report: {out / 'report.html'})")
     return metrics
+
+
+def write_run_inputs(out: Path, cfg: RunConfig, record: dict[str, Any], data: TaskData) -> None:
+    """What the run starts from: run record, resolved config, data report, the test split."""
+    atomic_write_json(out / RECORD, record)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    write_data_report(out / DATA_REPORT, data.report)
+    if data.test:
+        atomic_write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])
 
 
 def loaded_identity(model: Any, tokenizer: Any) -> dict[str, Any]:
