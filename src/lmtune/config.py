@@ -44,8 +44,8 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights' dtype. ``auto``: bfloat16 for methods that freeze the base (LoRA family, IA3, prompts) on
     hardware with fast bfloat16 matmuls (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else float32.
-    Trainable adapter weights stay float32 (PEFT's default); full / freeze train float32 weights."""
-    """Dtype the weights are loaded in; mixed precision is ``training.bf16``/``fp16``."""
+    Trainable adapter weights stay float32 (PEFT's default); full / freeze train float32 weights.
+    Mixed precision is ``training.bf16`` / ``fp16``."""
 
 
 class LoraConfig(_Section):
