@@ -224,7 +224,7 @@ def test_data_check_file_prints_and_writes_the_report(tmp_path, tiny_llama_dir, 
     assert saved["tokens"]["length"]["max"] == max(lengths)
     assert saved["warnings"] == ["14 training examples; generation tasks usually want ~1,000 or more"]
     assert out[0] == f"{path} (train, prompt_completion, task train): 18 read, 16 kept; dropped: empty 1, duplicate 1"
-    assert out[1] == "splits: train 14, eval 2, test 0"
+    assert out[1] == "splits (by prompt): train 14, eval 2, test 0 (one row per prompt)"
     assert out[-2] == "warning: 14 training examples; generation tasks usually want ~1,000 or more"
     assert out[-1] == f"report: {report}"
 

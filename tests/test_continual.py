@@ -93,3 +93,38 @@ def test_stage_errors_name_the_stage(tmp_path, tiny_llama_dir, task_files):
     raw["stages"] = [{"model": {"name": "x"}}]
     with pytest.raises(ConfigError, match=r"stages\[0\]\.model"):
         validate_config(raw)
+
+
+def test_the_built_in_general_set_needs_no_file(tmp_path, tiny_llama_dir, task_files, monkeypatch):
+    from lmtune.data.general import QA, reference_examples
+
+    monkeypatch.chdir(tmp_path)  # no data/demo here: the default eval.reference still works
+    raw = tiny_run_raw(tiny_llama_dir, *task_files, tmp_path / "run")
+    raw["eval"].pop("reference", None)
+    raw["continual"] = {"reference": "general-fit", "replay_fraction": 0.25}
+    cfg = validate_config(raw)
+    assert cfg.eval.reference == "general"  # forgetting is measured by default
+    metrics = finetune(cfg, echo=lambda *_: None)
+    assert metrics["forgetting"]["reference"] == "general" and metrics["forgetting"]["threshold_percent"] == 25.0
+    general, fit = reference_examples("general"), reference_examples("general-fit")
+    assert len(general) + len(fit) == len(QA) and not {e.prompt for e in general} & {e.prompt for e in fit}
+
+
+def test_a_missing_reference_file_names_the_built_in_sets(tmp_path, tiny_llama_dir, task_files):
+    raw = tiny_run_raw(tiny_llama_dir, *task_files, tmp_path / "run")
+    raw["eval"]["reference"] = "data/demo/general_eval.jsonl"
+    with pytest.raises(ConfigError, match=r"eval.reference: data/demo/general_eval.jsonl: no such file.*general \| general-fit"):
+        finetune(validate_config(raw), echo=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("increase", "warned"), [(10.0, False), (25.0, False), (25.1, True), (80.0, True)])
+def test_forgetting_above_the_threshold_names_the_levers(increase, warned):
+    from lmtune.report import forgetting_line
+
+    f = {"reference": "general", "base_perplexity": 4.0, "finetuned_perplexity": 4.0 * (1 + increase / 100),
+         "perplexity_increase_percent": increase, "threshold_percent": 25.0}  # fmt: skip
+    line = forgetting_line({"forgetting": f})
+    assert line.startswith(f"forgetting: perplexity on general 4.000 -> {f['finetuned_perplexity']:.3f}")
+    assert ("above the 25% threshold (eval.forgetting_threshold)" in line) == warned
+    assert ("continual.replay_fraction" in line and "training.learning_rate" in line) == warned

@@ -197,8 +197,11 @@ def test_evaluate_model_shapes_and_predictions(tiny_llama, tokenizer):
     examples = [to_example(r, "prompt_completion") for r in rows]
     encoder = Encoder(tokenizer)
     result, predictions = evaluate_model(tiny_llama, tokenizer, encoder, examples, max_samples=2, max_new_tokens=4)
+    # perplexity scores every reference: "Bye" counts with both of its answers
+    every_answer = [encoder.encode(v) for e in examples for v in e.each_reference()]
+    assert len(every_answer) == 4
     assert result["perplexity"] == pytest.approx(
-        perplexity(tiny_llama, [encoder.encode(e) for e in examples], tokenizer.pad_token_id)["perplexity"]
+        perplexity(tiny_llama, every_answer, tokenizer.pad_token_id)["perplexity"]
     )
     assert result["perplexity_detail"]["examples"] == 3
     assert result["generation"]["samples"] == 2 == len(predictions)

@@ -263,11 +263,12 @@ def test_contaminated_eval_rows_are_dropped_and_counted(jsonl):
 
 
 def test_contamination_between_split_parts_is_counted(jsonl):
-    # every prompt twice with two answers: whenever the two land in different parts, the held-out one goes
+    # split row by row, every prompt twice with two answers: whenever the two land in different parts,
+    # the held-out one goes
     rows = [pc(f"Question {i}?", f"Answer {i}{v}.") for i in range(30) for v in "ab"]
-    cfg = dc(str(jsonl("t.jsonl", rows)), val_fraction=0.2, test_fraction=0.2)
+    cfg = dc(str(jsonl("t.jsonl", rows)), val_fraction=0.2, test_fraction=0.2, split_by="row")
     data = load_task_data(cfg, seed=1)
-    val, test, rest = split(read_examples(cfg.train).examples, (0.2, 0.2), seed=1)
+    val, test, rest = split(read_examples(cfg.train).examples, (0.2, 0.2), seed=1, by_prompt=False)
     train_prompts = {e.prompt for e in rest}
     expected_eval = [e for e in val if e.prompt not in train_prompts]
     expected_test = [e for e in test if e.prompt not in train_prompts]
@@ -278,6 +279,77 @@ def test_contamination_between_split_parts_is_counted(jsonl):
     assert sum(data.report["contamination_dropped"].values()) > 0
     assert pairs(data.eval) == pairs(expected_eval) and pairs(data.test) == pairs(expected_test)
     assert not {e.prompt for e in data.eval + data.test} & {e.prompt for e in data.train}
+
+
+def multi_reference_rows(n_prompts: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Like E2E: each input has 1 to 9 human answers, and the file is in no particular order."""
+    rng = random.Random(seed)
+    rows = [pc(f"name[Place {i}], food[Dish {i % 7}]", f"Place {i} serves dish {i % 7}, take {k}.")
+            for i in range(n_prompts) for k in range(rng.randint(1, 9))]  # fmt: skip
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouped_split_keeps_every_prompt_on_one_side(jsonl, seed):
+    rows = multi_reference_rows(60, seed)
+    cfg = dc(str(jsonl("t.jsonl", rows)), val_fraction=0.1, test_fraction=0.1)
+    data = load_task_data(cfg, seed=seed)
+    train_prompts = {C.prompt_key(e) for e in data.train}
+    held = {C.prompt_key(e) for e in data.eval} | {C.prompt_key(e) for e in data.test}
+    assert not train_prompts & held
+    assert data.report["contamination_dropped"] == {"eval": 0, "test": 0}  # nothing held out only to be dropped
+    groups = data.report["groups"]
+    assert groups["eval"]["prompts"] == groups["test"]["prompts"] == 6  # the fractions count prompts
+    assert groups["train"]["prompts"] == 48 == len(train_prompts)
+    assert sum(g["rows"] for g in groups.values()) == len(rows)  # every row is on exactly one side
+    assert len(data.train) == groups["train"]["rows"]  # training keeps every answer as its own example
+
+
+def test_held_out_rows_sharing_a_prompt_become_one_example_with_all_answers(jsonl):
+    rows = multi_reference_rows(40)
+    answers: dict[str, list[str]] = {}
+    for r in rows:
+        answers.setdefault(r["prompt"], []).append(r["completion"])
+    data = load_task_data(dc(str(jsonl("t.jsonl", rows)), val_fraction=0.25), seed=3)
+    assert len(data.eval) == data.report["groups"]["eval"]["prompts"] == data.report["splits"]["eval"] == 10
+    for e in data.eval:
+        assert list(e.references) == answers[e.prompt]  # every answer, in file order
+        assert e.messages[-1]["content"] == answers[e.prompt][0]
+    assert data.report["groups"]["eval"]["rows"] == sum(len(answers[e.prompt]) for e in data.eval)
+    assert "eval" in summary(data.report) and "prompts" in summary(data.report)
+
+
+def test_a_held_out_file_with_a_row_per_reference_is_grouped_too(jsonl):
+    held = [pc("Q1", "a"), pc("Q2", "b"), pc("q1 ", "c"), pc("Q1", "a")]  # "q1 " is Q1 once normalised
+    train = [pc(f"Train {i}", f"answer {i}") for i in range(20)]
+    data = load_task_data(dc(str(jsonl("t.jsonl", train)), eval=str(jsonl("e.jsonl", held))), seed=0)
+    assert [(e.prompt, e.references) for e in data.eval] == [("Q1", ("a", "c")), ("Q2", ("b",))]
+
+
+def test_split_by_row_restores_row_wise_splitting(jsonl):
+    rows = multi_reference_rows(60)
+    data = load_task_data(dc(str(jsonl("t.jsonl", rows)), val_fraction=0.2, split_by="row"), seed=0)
+    assert data.report["groups"]["eval"]["rows"] == len(data.eval)  # no grouping
+    assert all(len(e.references) == 1 for e in data.eval)
+    assert data.report["contamination_dropped"]["eval"] > 0  # rows of trained prompts were held out
+
+
+def test_too_few_prompts_to_hold_out_names_the_fix(jsonl):
+    rows = [pc("Write a poem.", f"Poem number {i}.") for i in range(50)]
+    with pytest.raises(DataError, match=r"no held-out rows: .* of 1 distinct prompt.*data.split_by: row"):
+        load_task_data(dc(str(jsonl("t.jsonl", rows))), seed=0)
+
+
+def test_each_held_out_answer_gets_a_row_and_counts_in_perplexity(tokenizer):
+    from lmtune.data.prepare import encode_held_out
+
+    grouped = Example(messages=ua("Q", "first"), references=("first", "second answer"))
+    single = ex("P", "only")
+    rows, kept, owner, _ = encode_held_out(Encoder(tokenizer, max_length=64), [grouped, single])
+    assert kept == [grouped, single] and owner == [0, 0, 1]
+    expected = [Encoder(tokenizer, max_length=64).encode(v) for v in (*grouped.each_reference(), single)]
+    assert [list(r["input_ids"]) for r in rows] == [e["input_ids"] for e in expected]
 
 
 # --------------------------------------------------------------------------- overlong
@@ -894,7 +966,7 @@ def test_data_report_contents_for_classification(jsonl, tokenizer):
     ]
     text = summary(r)
     assert f"{path} (train, prompt_completion, task reviews): 62 read, 60 kept; dropped: empty 1, duplicate 1" in text
-    assert "splits: train 45, eval 15, test 0" in text
+    assert "splits (by prompt): train 45, eval 15, test 0 (one row per prompt)" in text
     assert "classes: 'positive' 15, 'negative' 15, 'neutral' 15" in text
     assert "warning: 3 class(es) have fewer than 100 examples" in text
     assert f"tokens per example: min {min(lengths)}, " in text

@@ -163,6 +163,10 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
     """Share split off as a test set (written to ``test.jsonl`` in the run folder, not trained on)."""
+    split_by: Literal["prompt", "row"] = "prompt"
+    """``prompt``: rows sharing a prompt stay on one side of every split (fractions count prompts), and
+    held-out rows sharing a prompt become one example with all their answers as references; ``row``:
+    rows are split one by one and every held-out row is its own example."""
     stratify: Literal["auto", "yes", "no"] = "auto"
     """Stratify the split by answer; ``auto`` does when the task is classification-like (few distinct answers)."""
     max_length: int = Field(512, gt=0)
@@ -317,8 +321,12 @@ class EvalConfig(_Section):
     """Prompts generated for at once (greedy decoding, left padding)."""
     base: bool = True
     """Also evaluate the model before fine-tuning, for the side-by-side table."""
-    reference: str | None = None
-    """General-domain data whose perplexity is measured before and after: the forgetting figure."""
+    reference: str | None = "general"
+    """General-domain data whose perplexity is measured before and after: the forgetting figure. A file,
+    or ``general`` (lmtune's built-in general-knowledge questions and answers); null skips it."""
+    forgetting_threshold: float = Field(25.0, ge=0)
+    """Percent rise of the reference perplexity above which the table and the reports warn and name
+    the levers against forgetting."""
     stride: int = Field(256, gt=0)
     """Sliding-window perplexity for ``text`` rows longer than ``data.max_length``: tokens the window
     moves each step (the Transformers documentation's convention; each token is scored once)."""
@@ -337,7 +345,8 @@ class ContinualConfig(_Section):
     """Regularisers against catastrophic forgetting, both off by default."""
 
     reference: str | None = None
-    """General-domain data the regularisers use (keep it apart from ``eval.reference``)."""
+    """General-domain data the regularisers use: a file, or ``general-fit`` (the built-in set's other
+    half); keep it apart from ``eval.reference``."""
     ewc_weight: float = Field(0.0, ge=0)
     """Elastic Weight Consolidation: penalty weight λ of λ/2·Σ F·(θ-θ₀)²; 0 turns it off."""
     ewc_samples: int = Field(32, gt=0)

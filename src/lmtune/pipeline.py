@@ -17,6 +17,7 @@ from lmtune.config import RunConfig, dump_config
 from lmtune.data.cache import tokenize_cached, tokenizer_digest
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
+from lmtune.data.general import check_reference, reference_examples
 from lmtune.data.prepare import TaskData, check_enough_examples, load_task_data, summary
 from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
@@ -45,9 +46,8 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     """
     out = Path(cfg.training.output_dir)
     check_device(cfg)
-    for key, path in (("eval.reference", cfg.eval.reference), ("continual.reference", cfg.continual.reference)):
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}: {path}: no such file (relative paths start from the current folder)")
+    check_reference("eval.reference", cfg.eval.reference)
+    check_reference("continual.reference", cfg.continual.reference)
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
     record = run_record(cfg)
     checkpoint = resume_point(out, record, overwrite, resume)
@@ -63,6 +63,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
     tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
     train_rows, eval_rows, eval_examples = tokens.train, tokens.eval, tokens.eval_examples
+    eval_owner = tokens.eval_owner
     check_enough_examples(len(train_rows), cfg)
     if checkpoint:
         echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
@@ -81,11 +82,12 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     predictions: dict[str, list[dict[str, Any]]] = {}
     if cfg.eval.base:
         echo("evaluating the base model ...")
-        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows, cfg)
+        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows,
+                                                         eval_owner, cfg)  # fmt: skip
 
     reference = _reference_rows(encoder, cfg.eval.reference)
     if reference:
-        metrics["forgetting"] = {"reference": cfg.eval.reference}
+        metrics["forgetting"] = {"reference": cfg.eval.reference, "threshold_percent": cfg.eval.forgetting_threshold}
         metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
     regular = _reference_rows(encoder, cfg.continual.reference)
     if cfg.continual.replay_fraction:
@@ -125,7 +127,9 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     save_weights(trainer, tokenizer, out)
 
     echo("evaluating the fine-tuned model ...")
-    metrics["finetuned"], predictions["finetuned"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows, cfg)
+    metrics["finetuned"], predictions["finetuned"] = _evaluate(
+        model, tokenizer, encoder, eval_examples, eval_rows, eval_owner, cfg
+    )
     if reference:
         f = metrics["forgetting"]
         f["finetuned_perplexity"] = _ppl(model, tokenizer, reference, cfg)
@@ -239,12 +243,8 @@ def flat_scores(result: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def _reference_rows(encoder: Encoder, path: str | None) -> list[dict[str, Any]]:
-    if not path:
-        return []
-    from lmtune.data.formats import read_examples
-
-    return [encoder.encode(ex) for ex in read_examples(path).examples]
+def _reference_rows(encoder: Encoder, reference: str | None) -> list[dict[str, Any]]:
+    return [encoder.encode(ex) for ex in reference_examples(reference)] if reference else []
 
 
 def _ppl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: RunConfig) -> float:
@@ -328,7 +328,7 @@ def total_steps(n_train: int, cfg: RunConfig) -> int:
 
 
 def _evaluate(
-    model: Any, tokenizer: Any, encoder: Encoder, examples: list, rows: list, cfg: RunConfig
+    model: Any, tokenizer: Any, encoder: Encoder, examples: list, rows: list, owner: list[int], cfg: RunConfig
 ) -> tuple[dict, list]:
     e = cfg.eval
     return evaluate_model(
@@ -342,6 +342,7 @@ def _evaluate(
         e.batch_size,
         encoded=rows,
         stride=e.stride,
+        owner=owner,
     )
 
 

@@ -76,8 +76,9 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-# Bumped whenever the tokenised rows change for the same inputs (2: long held-out text is kept).
-CACHE_LAYOUT = 2
+# Bumped whenever the tokenised rows change for the same inputs (2: long held-out text is kept;
+# 3: a held-out row per reference, rows sharing a prompt grouped).
+CACHE_LAYOUT = 3
 
 
 def fingerprint(cfg: DataConfig, seed: int, encoder: Encoder) -> str | None:
@@ -106,7 +107,7 @@ def tokenize_cached(encoder: Encoder, data: TaskData, cfg: DataConfig, seed: int
                 stored = pickle.load(f)  # our own file, written below
             data.report.update(stored["report"])
             eval_examples = [data.eval[i] for i in stored["eval_index"]]
-            return Tokenized(stored["train"], stored["eval"], eval_examples), True
+            return Tokenized(stored["train"], stored["eval"], eval_examples, stored["eval_owner"]), True
         except (OSError, pickle.UnpicklingError, KeyError, IndexError, EOFError):
             pass  # a damaged entry is rebuilt
     tokenized = tokenize_task_data(encoder, data, cfg.overlong)
@@ -116,6 +117,7 @@ def tokenize_cached(encoder: Encoder, data: TaskData, cfg: DataConfig, seed: int
             "train": tokenized.train,
             "eval": tokenized.eval,
             "eval_index": [ids[id(ex)] for ex in tokenized.eval_examples],
+            "eval_owner": tokenized.eval_owner,
             "report": {k: data.report[k] for k in ("overlong", "tokens", "warnings")},
         }
         _write_atomic(path, stored)

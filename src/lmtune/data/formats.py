@@ -70,6 +70,13 @@ class Example:
         """The last user turn (what a person would read as "the question")."""
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
+    def each_reference(self) -> list[Example]:
+        """One example per reference, the final answer replaced: how every held-out answer is scored."""
+        if self.text is not None or len(self.references) <= 1:
+            return [self]
+        head, last = self.messages[:-1], self.messages[-1]
+        return [replace(self, messages=(*head, {**last, "content": r}), references=(r,)) for r in self.references]
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -3,13 +3,18 @@
 Fine-tuning on one narrow task can cost a model its general ability
 (catastrophic forgetting).  Perplexity on these everyday questions and answers,
 before and after fine-tuning, is lmtune's forgetting figure; the other half
-feeds the regularisers against it (EWC's Fisher information, replay).
+feeds the regularisers against it (EWC's Fisher information, replay).  Both halves
+are built in: ``eval.reference: general`` and ``continual.reference: general-fit``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+
+from lmtune.data.formats import Example, read_examples, to_example
+from lmtune.errors import ConfigError
 
 # ruff: noqa: E501 - one question and answer per line reads best
 
@@ -65,12 +70,38 @@ QA = (
 )  # fmt: skip
 
 
+# Names ``eval.reference`` / ``continual.reference`` accept besides a file: the two disjoint halves,
+# so a config needs no data file to report forgetting (and the regularisers never see the measure's rows).
+BUILTIN = {"general": 1, "general-fit": 0}
+"""name -> which half of ``QA``: ``general`` measures forgetting, ``general-fit`` feeds EWC / replay."""
+
+
+def general_rows(name: str) -> list[dict[str, str]]:
+    return [{"prompt": q, "completion": a} for q, a in QA[BUILTIN[name] :: 2]]
+
+
+def check_reference(key: str, value: str | None) -> None:
+    """A reference is a built-in name or an existing file; anything else is a one-line error."""
+    if value and value not in BUILTIN and not Path(value).is_file():
+        raise ConfigError(
+            f"{key}: {value}: no such file (relative paths start from the current folder); "
+            f"or name lmtune's built-in general-knowledge set: {' | '.join(BUILTIN)}"
+        )
+
+
+def reference_examples(value: str) -> list[Example]:
+    """The examples of a built-in set or of a data file."""
+    if value in BUILTIN:
+        return [replace(to_example(r, "prompt_completion"), task=value) for r in general_rows(value)]
+    return read_examples(value).examples
+
+
 def write_general_data(folder: str | Path) -> tuple[Path, Path]:
     """``general_fit.jsonl`` (for EWC / replay) and ``general_eval.jsonl`` (the forgetting measure), disjoint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"prompt": q, "completion": a} for q, a in QA]
     paths = folder / "general_fit.jsonl", folder / "general_eval.jsonl"
-    for path, part in zip(paths, (rows[0::2], rows[1::2]), strict=True):
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    for path, name in zip(paths, ("general-fit", "general"), strict=True):
+        rows = general_rows(name)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return paths

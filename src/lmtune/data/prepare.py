@@ -18,7 +18,7 @@ from lmtune.config import DataConfig
 from lmtune.data import clean as C
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import Example, read_examples
-from lmtune.data.split import mix, split
+from lmtune.data.split import count_prompts, group_references, mix, split
 from lmtune.errors import DataError
 
 Row = dict[str, Any]  # {"input_ids": int32 array, "labels": int32 array}
@@ -38,9 +38,11 @@ class TaskData:
 class Tokenized:
     train: list[Row]
     eval: list[Row]
-    # the held-out examples that survived the length limit, aligned with eval; long ``text`` rows are
-    # kept (their row cut at max_length) because evaluation scores them whole with a sliding window
+    # the held-out examples that survived the length limit; long ``text`` rows are kept (their row cut
+    # at max_length) because evaluation scores them whole with a sliding window
     eval_examples: list[Example]
+    # eval_owner[j]: the index in eval_examples of eval row j (an example has a row per reference)
+    eval_owner: list[int]
 
 
 def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
@@ -54,7 +56,7 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
         shape = shape or shape_i
         held = (cfg.val_fraction if not cfg.eval else 0.0, cfg.test_fraction)
         strat = cfg.stratify == "yes" or (cfg.stratify == "auto" and C.is_classification_like(rows))
-        val, test, rest = split(rows, held, seed, stratify=strat)
+        val, test, rest = split(rows, held, seed, stratify=strat, by_prompt=cfg.split_by == "prompt")
         entry.update(train=len(rest), validation=len(val), test=len(test), stratified=strat)
         stratified.append(strat)
         report["sources"].append(entry)
@@ -87,8 +89,16 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     if not train:
         raise DataError(f"data.train: no training rows left after cleaning ({_names(cfg)})")
     if not held_out:
-        raise DataError("no held-out rows: give data.eval, or a data.val_fraction above 0 (and enough rows to split)")
+        raise _no_held_out(cfg, all_train)
     report["contamination_dropped"] = contamination
+    report["split_by"] = cfg.split_by
+    report["groups"] = {
+        "train": {"rows": len(train), "prompts": count_prompts(train)},
+        "eval": {"rows": len(held_out), "prompts": count_prompts(held_out)},
+        "test": {"rows": len(test), "prompts": count_prompts(test)},
+    }
+    if cfg.split_by == "prompt":  # one example per held-out prompt, its answers the references
+        held_out, test = group_references(held_out), group_references(test)
     report["splits"] = {"train": len(train), "eval": len(held_out), "test": len(test)}
     report["tasks"] = dict(Counter(ex.task for ex in train))
     report["mixture"] = {s.task or Path(s.path).stem: s.weight for s in cfg.sources("train")}
@@ -96,6 +106,24 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     if report["classification_like"]:
         report["class_balance"] = dict(C.answer_counts(all_train).most_common())
     return TaskData(train, held_out, test, shape, eval_source, report)
+
+
+def _no_held_out(cfg: DataConfig, train: list[Example]) -> DataError:
+    if cfg.eval or not cfg.val_fraction:
+        return DataError("no held-out rows: give data.eval, or a data.val_fraction above 0")
+    prompts = count_prompts(train)
+    if cfg.split_by == "prompt" and round(prompts * cfg.val_fraction) == 0:
+        shared = (
+            f"; {len(train)} rows share {prompts} prompt(s) and a prompt's rows stay together "
+            "(data.split_by: row splits them one by one)"
+            if len(train) > prompts
+            else ""
+        )
+        return DataError(
+            f"no held-out rows: data.val_fraction {cfg.val_fraction} of {prompts} distinct prompt(s) rounds to "
+            f"none; give data.eval or raise data.val_fraction{shared}"
+        )
+    return DataError("no held-out rows left after decontamination: give data.eval (prompts not in data.train)")
 
 
 def check_enough_examples(n_train: int, cfg: Any) -> None:
@@ -142,7 +170,7 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
     perplexity scores them whole with a sliding window; the report counts them as ``sliding_window``.
     """
     train_rows, train_examples, train_cut = encode_all(encoder, data.train, overlong)
-    eval_rows, eval_examples, eval_cut = encode_all(encoder, data.eval, overlong, keep_long_text=True)
+    eval_rows, eval_examples, eval_owner, eval_cut = encode_held_out(encoder, data.eval, overlong)
     if not train_rows or not any((r["labels"] != IGNORE).any() for r in train_rows):
         raise _too_long(encoder, data.train, "training example keeps an answer token")
     if not eval_rows:
@@ -155,7 +183,7 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
     }
     data.report["tokens"] = token_statistics(train_rows)
     data.report["warnings"] = warnings_for(data.report)
-    return Tokenized(train_rows, eval_rows, eval_examples)
+    return Tokenized(train_rows, eval_rows, eval_examples, eval_owner)
 
 
 def _too_long(encoder: Encoder, examples: list[Example], what: str) -> DataError:
@@ -165,6 +193,28 @@ def _too_long(encoder: Encoder, examples: list[Example], what: str) -> DataError
         f"data.max_length: {encoder.max_length} tokens, and no {what} (examples have {span} tokens); "
         f"raise data.max_length to at least {min(lengths)}"
     )
+
+
+def encode_held_out(
+    encoder: Encoder, examples: list[Example], overlong: str = "truncate"
+) -> tuple[list[Row], list[Example], list[int], dict[str, int]]:
+    """(rows, the examples kept, each row's example index, what the length limit did).
+
+    An example with several references gets a row per reference, so perplexity and the
+    validation loss score every held-out answer; it is kept while one of its rows is.
+    """
+    rows: list[Row] = []
+    kept: list[Example] = []
+    owner: list[int] = []
+    cut: Counter[str] = Counter(dropped=0, truncated=0, tokens_cut=0)
+    for ex in examples:
+        ex_rows, _, ex_cut = encode_all(encoder, ex.each_reference(), overlong, keep_long_text=True)
+        cut.update(ex_cut)
+        if ex_rows:
+            owner += [len(kept)] * len(ex_rows)
+            rows += ex_rows
+            kept.append(ex)
+    return rows, kept, owner, dict(cut)
 
 
 def encode_all(
@@ -261,6 +311,24 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _splits_line(report: dict[str, Any]) -> str:
+    """``splits (by prompt): train 994 rows / 118 prompts, eval 470 rows / 50 prompts -> 50 examples, ...``."""
+    s, groups = report["splits"], report.get("groups")
+    if not groups:  # a report written before groups were counted
+        return f"splits: train {s['train']}, eval {s['eval']}, test {s['test']}"
+    by = f"splits (by {report.get('split_by', 'row')}): "
+    if all(g["rows"] == g["prompts"] for g in groups.values()):
+        return by + f"train {s['train']}, eval {s['eval']}, test {s['test']} (one row per prompt)"
+    parts = []
+    for name in ("train", "eval", "test"):
+        g = groups[name]
+        text = f"{name} {g['rows']:,} rows / {g['prompts']:,} prompts"
+        if name != "train" and s[name] != g["rows"]:
+            text += f" -> {s[name]:,} examples (answers grouped as references)"
+        parts.append(text)
+    return by + ", ".join(parts)
+
+
 def summary(report: dict[str, Any]) -> str:
     """A short human summary of a data report."""
     lines = []
@@ -270,8 +338,7 @@ def summary(report: dict[str, Any]) -> str:
             f"{src['path']} ({src['role']}, {src['format']}, task {src['task']}): "
             f"{src['rows_read']} read, {src['kept']} kept; dropped: {dropped}"
         )
-    s = report["splits"]
-    lines.append(f"splits: train {s['train']}, eval {s['eval']}, test {s['test']}")
+    lines.append(_splits_line(report))
     c = report.get("contamination_dropped", {})
     lines.append(f"contamination: {c.get('eval', 0)} eval and {c.get('test', 0)} test rows dropped")
     if len(report.get("tasks", {})) > 1:

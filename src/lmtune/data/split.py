@@ -1,8 +1,13 @@
-"""Seeded, stable splits and weighted task mixtures.
+"""Seeded, stable splits, held-out rows grouped by prompt, and weighted task mixtures.
 
-Order comes from a hash of (seed, row content), not from a random generator
+Order comes from a hash of (seed, row or prompt content), not from a random generator
 over row positions: the same rows and seed give the same split on any machine,
 whatever order the rows come in.
+
+By default rows that share a prompt (normalised as for deduplication) are one group and
+go to the same side of every split: data with several answers per prompt (data-to-text,
+summarisation, preference data) would otherwise hold out rows whose prompt is also trained
+on, and the contamination check would then drop nearly all of them.
 """
 
 from __future__ import annotations
@@ -10,37 +15,81 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
+from dataclasses import replace
 
-from lmtune.data.clean import _canonical, row_key
+from lmtune.data.clean import _canonical, prompt_key, row_key
 from lmtune.data.formats import Example
 
 
 def _order_key(ex: Example, seed: int, salt: str = "") -> str:
-    return hashlib.sha256(f"{seed}|{salt}|{row_key(ex)}".encode()).hexdigest()
+    return _hash_key(row_key(ex), seed, salt)
+
+
+def _hash_key(key: str, seed: int, salt: str = "") -> str:
+    return hashlib.sha256(f"{seed}|{salt}|{key}".encode()).hexdigest()
 
 
 def split(
-    examples: list[Example], fractions: tuple[float, ...], seed: int, stratify: bool = False
+    examples: list[Example],
+    fractions: tuple[float, ...],
+    seed: int,
+    stratify: bool = False,
+    by_prompt: bool = True,
 ) -> list[list[Example]]:
     """Split into len(fractions) + 1 parts: the held-out parts first, the rest last.
 
-    With ``stratify`` each distinct answer is split on its own, so every part keeps
-    the class balance.  Each part keeps the rows' original order.
+    With ``by_prompt`` the fractions count groups of rows sharing a prompt, and a group is
+    never cut; without it, single rows.  With ``stratify`` each distinct answer (a group's
+    first answer) is split on its own, so every part keeps the class balance.  Each part
+    keeps the rows' original order.
     """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
-        label = _canonical(ex.messages[-1]["content"]) if stratify and ex.text is None else ""
-        groups[label].append(i)
+        groups[prompt_key(ex) if by_prompt else row_key(ex)].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key, members in groups.items():
+        first = examples[members[0]]
+        label = _canonical(first.messages[-1]["content"]) if stratify and first.text is None else ""
+        strata[label].append(key)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for members in groups.values():
-        members.sort(key=lambda i: _order_key(examples[i], seed))
+    for keys in strata.values():
+        keys.sort(key=lambda k: _hash_key(k, seed))
         start = 0
         for p, fraction in enumerate(fractions):
-            n = round(len(members) * fraction)
-            parts[p] += members[start : start + n]
+            n = round(len(keys) * fraction)
+            parts[p] += [i for k in keys[start : start + n] for i in groups[k]]
             start += n
-        parts[-1] += members[start:]
+        parts[-1] += [i for k in keys[start:] for i in groups[k]]
     return [[examples[i] for i in sorted(part)] for part in parts]
+
+
+def count_prompts(examples: list[Example]) -> int:
+    """Distinct prompts (normalised as for deduplication) among the examples."""
+    return len({prompt_key(ex) for ex in examples})
+
+
+def group_references(examples: list[Example]) -> list[Example]:
+    """Held-out rows that share a prompt -> one example whose references are all their answers.
+
+    The example keeps the first row's conversation, place and task; its ``references`` hold
+    every distinct answer of the group in order of appearance (multi-reference BLEU, best-reference
+    ROUGE; perplexity scores each answer).  ``text`` rows are left as they are.
+    """
+    merged: dict[str, Example] = {}
+    out: list[Example | str] = []  # an example, or the key of a group kept in ``merged``
+    for ex in examples:
+        if ex.text is not None:
+            out.append(ex)
+            continue
+        key = prompt_key(ex)
+        if key not in merged:
+            merged[key] = ex
+            out.append(key)
+            continue
+        first = merged[key]
+        extra = tuple(r for r in ex.references if r not in first.references)
+        merged[key] = replace(first, references=first.references + extra)
+    return [merged[item] if isinstance(item, str) else item for item in out]
 
 
 def mix(sources: list[list[Example]], weights: list[float | None], seed: int) -> list[Example]:

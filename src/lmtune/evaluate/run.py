@@ -27,6 +27,7 @@ def evaluate_model(
     batch_size: int = 16,
     encoded: list[dict[str, Any]] | None = None,
     stride: int = 256,
+    owner: list[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns (metrics ``M``, predictions) for one model on held-out examples.
 
@@ -35,8 +36,10 @@ def evaluate_model(
     ``macro_f1`` only when the answers are label-like) on greedy answers to the first
     ``max_samples`` examples.  ``text`` examples longer than ``encoder.max_length`` are scored
     whole, with a sliding window of ``encoder.max_length`` tokens moving ``stride`` tokens at a
-    time, not by their (truncated) row.  When the examples come from several tasks,
-    ``M["by_task"]`` holds an ``M`` per task.
+    time, not by their (truncated) row.  An example with several references is scored on every
+    one of them (``encoded`` row j belongs to example ``owner[j]``; rows and examples are aligned
+    when ``owner`` is None).  When the examples come from several tasks, ``M["by_task"]`` holds an
+    ``M`` per task.
     """
     start = time.perf_counter()
     nll: list[tuple[float, int]] = []
@@ -44,12 +47,15 @@ def evaluate_model(
     if "perplexity" in metrics:
         long_texts = _long_texts(encoder, examples)
         if encoded is None:  # rows tokenised already (the pipeline's cache) are used as given
-            encoded = [encoder.encode(e) for e in examples]
-        rows = [i for i in range(len(examples)) if i not in long_texts]
-        scored = perplexity(model, [encoded[i] for i in rows], tokenizer.pad_token_id, batch_size=batch_size)
+            owner = [i for i, e in enumerate(examples) for _ in e.each_reference()]
+            encoded = [encoder.encode(v) for e in examples for v in e.each_reference()]
+        owner = list(range(len(encoded))) if owner is None else owner
+        rows = [j for j in range(len(encoded)) if owner[j] not in long_texts]
+        scored = perplexity(model, [encoded[j] for j in rows], tokenizer.pad_token_id, batch_size=batch_size)
         nll = [(0.0, 0)] * len(examples)
-        for i, n in zip(rows, scored["per_example"], strict=True):
-            nll[i] = n
+        for j, (n, t) in zip(rows, scored["per_example"], strict=True):
+            total, tokens = nll[owner[j]]
+            nll[owner[j]] = (total + n, tokens + t)
         for i, full in long_texts.items():
             nll[i] = sliding_window_nll(
                 model, full["input_ids"], encoder.max_length, stride, full["labels"], batch_size=batch_size

@@ -91,10 +91,21 @@ def forgetting_line(metrics: dict[str, Any]) -> str:
     keys = ("base_perplexity", "finetuned_perplexity", "perplexity_increase_percent")
     if any(value(f, k) is None for k in keys):
         return ""
-    return (
+    line = (
         f"forgetting: perplexity on {f['reference']} {f['base_perplexity']:.3f} -> {f['finetuned_perplexity']:.3f} "
         f"({f['perplexity_increase_percent']:+.1f}%)"
     )
+    threshold = f.get("threshold_percent")
+    if threshold is not None and f["perplexity_increase_percent"] > threshold:
+        line += f" — above the {threshold:g}% threshold (eval.forgetting_threshold). {FORGETTING_LEVERS}"
+    return line
+
+
+FORGETTING_LEVERS = (
+    "To keep more general ability: a lower training.learning_rate or fewer steps, fewer adapted modules "
+    "(lora.target_modules), general data mixed in (continual.replay_fraction with continual.reference: "
+    "general-fit), or EWC (continual.ewc_weight)."
+)
 
 
 def reward_lines(metrics: dict[str, Any]) -> list[str]:
