@@ -29,6 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from speed import cpu_model  # bench/ is on the path when a bench runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT.parent / "shared" / "data" / "e2e" / "devset.csv"
 RESULTS = ROOT / "bench" / "results"
@@ -51,17 +53,8 @@ def write_data(folder: Path, train_rows: int, eval_inputs: int, seed: int = 0) -
         "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in pairs), encoding="utf-8"
     )
     write(train, pool[:train_rows])
-    write(held_out, [(mr, refs[mr]) for mr in held])  # TEMP: lists until grouping lands
+    write(held_out, [(mr, ref) for mr in held for ref in refs[mr]])
     return train, held_out
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
 
 
 def score(run: Path) -> dict[str, Any]:
@@ -119,7 +112,7 @@ def main() -> None:
         "train_time_s": round(metrics["train_time_s"], 1),
         "train_tokens": data_report["tokens"]["total"],
         "wall_s": round(wall, 1),
-        "machine": f"{platform.processor() or platform.machine()}; cpu flags: {cpu_flags()}",
+        "machine": cpu_model() or platform.machine(),
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)

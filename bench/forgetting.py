@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from speed import cpu_model  # bench/ is on the path when a bench runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CONFIG = ROOT / "configs" / "demo.yaml"
@@ -37,14 +39,6 @@ SETTINGS: dict[str, list[str]] = {
     "ewc": [*REPLAY, "continual.ewc_weight=5000"],
     "r8": ["lora.r=8", "lora.alpha=16"],
 }
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no avx2"
 
 
 def run_setting(name: str, overrides: list[str], work: Path, config: Path) -> dict[str, Any]:
@@ -87,7 +81,7 @@ def main() -> None:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "lmtune", "data", "demo", "data/demo"], check=True, cwd=work)
-    machine = f"{platform.processor() or platform.machine()}; cpu flags: {cpu_flags()}"
+    machine = cpu_model() or platform.machine()
     RESULTS.mkdir(exist_ok=True)
     for name in names:
         row = {**run_setting(name, settings[name], work, Path(a.config).resolve()), "machine": machine}

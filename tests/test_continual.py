@@ -113,7 +113,8 @@ def test_the_built_in_general_set_needs_no_file(tmp_path, tiny_llama_dir, task_f
 def test_a_missing_reference_file_names_the_built_in_sets(tmp_path, tiny_llama_dir, task_files):
     raw = tiny_run_raw(tiny_llama_dir, *task_files, tmp_path / "run")
     raw["eval"]["reference"] = "data/demo/general_eval.jsonl"
-    with pytest.raises(ConfigError, match=r"eval.reference: data/demo/general_eval.jsonl: no such file.*general \| general-fit"):
+    missing = r"eval.reference: data/demo/general_eval.jsonl: no such file.*general \| general-fit"
+    with pytest.raises(ConfigError, match=missing):
         finetune(validate_config(raw), echo=lambda *_: None)
     assert not (tmp_path / "run").exists()
 

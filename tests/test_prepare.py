@@ -1091,3 +1091,13 @@ def test_hub_sources_are_not_cached(tokenizer):
     from lmtune.data.cache import fingerprint
 
     assert fingerprint(dc("someone/some-dataset"), 0, Encoder(tokenizer)) is None
+
+
+def test_a_grouped_test_example_is_written_with_all_its_answers():
+    from lmtune.pipeline import example_row
+
+    grouped = Example(messages=ua("Q", "first"), references=("first", "second"), task="t", source="f:1")
+    row = example_row(grouped)
+    assert row["messages"][-1]["content"] == ["first", "second"]
+    assert to_example({"messages": row["messages"]}, "messages").references == ("first", "second")
+    assert example_row(ex("P", "only"))["messages"][-1] == {"role": "assistant", "content": "only"}

@@ -360,5 +360,9 @@ def write_data_report(path: Path, report: dict[str, Any]) -> None:
 
 def example_row(ex: Example) -> dict[str, Any]:
     """An example back as a row lmtune reads (``messages`` or ``text``), with its task and origin."""
-    body: dict[str, Any] = {"text": ex.text} if ex.text is not None else {"messages": list(ex.messages)}
+    if ex.text is not None:
+        body: dict[str, Any] = {"text": ex.text}
+    else:  # a grouped example keeps every answer: a list in the last turn reads back as references
+        last = ex.messages[-1] if len(ex.references) <= 1 else {**ex.messages[-1], "content": list(ex.references)}
+        body = {"messages": [*ex.messages[:-1], last]}
     return {**body, "task": ex.task, "source": ex.source}

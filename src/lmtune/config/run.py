@@ -1,0 +1,219 @@
+"""The ``training``, ``eval`` and ``continual`` sections and the whole ``RunConfig``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lmtune.config.data import DataConfig
+from lmtune.config.messages import UnknownKey, did_you_mean, plain_name, training_argument_names
+from lmtune.config.sections import (
+    METRICS,
+    AdaLoraConfig,
+    FreezeConfig,
+    IA3Config,
+    LoraConfig,
+    ModelConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    PTuningConfig,
+    _Section,
+)
+from lmtune.errors import ConfigError
+
+
+class TrainingConfig(BaseModel):
+    """``transformers.TrainingArguments`` by their own names.
+
+    The fields below are validated here; any other TrainingArguments field is
+    passed through as given.  ``warmup_ratio`` (removed from Transformers 5) is
+    accepted and passed on as a fractional ``warmup_steps``.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str = "runs/lmtune"
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: float = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    logging_steps: float = Field(10, gt=0)
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: float | None = Field(None, gt=0)
+    save_strategy: Literal["no", "steps", "epoch", "best"] = "steps"
+    save_steps: float = Field(500, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    report_to: str | list[str] = "tensorboard"
+    early_stopping_patience: int | None = Field(None, gt=0)
+    """Stop after this many evaluations without improvement of ``eval_loss`` (not a TrainingArguments
+    field: it configures ``EarlyStoppingCallback``); the best checkpoint is reloaded at the end."""
+    early_stopping_threshold: float = Field(0.0, ge=0)
+    """How much ``eval_loss`` must drop to count as an improvement."""
+    packing: bool = True
+    """Train on each batch's examples packed into one row without padding (``position_ids`` restart per
+    example, attention kept within it); same examples per step, same loss. Pays when example lengths vary;
+    on CPU, with near-uniform lengths, the attention over the whole packed row can make it slower. Turned
+    off, with a log line, for prompt-learning methods and for models whose attention cannot keep packed
+    examples apart."""
+    chunked_loss: bool = True
+    """Compute the loss only at labelled positions, the LM head in chunks recomputed in backward, instead
+    of keeping (tokens x vocabulary) logits; same loss. Falls back, with a log line, where it cannot apply
+    (prompt-learning methods, AdaLoRA, models that change their logits in forward)."""
+
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no_is_false(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_positive_or_unset(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be a positive number of steps, or -1 to train for num_train_epochs")
+        return v
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if v not in names:
+            raise ValueError(f"must be one of {', '.join(names)}{did_you_mean(v, names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> TrainingConfig:
+        if self.warmup_ratio and self.warmup_steps:
+            raise ValueError("give warmup_ratio or warmup_steps, not both")
+        if self.bf16 and self.fp16:
+            raise ValueError("give bf16 or fp16, not both")
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("early_stopping_patience needs eval_strategy: steps or epoch (it watches eval_loss)")
+        return self
+
+    @model_validator(mode="after")
+    def _extras_are_training_arguments(self) -> TrainingConfig:
+        valid = training_argument_names() | set(type(self).model_fields)
+        for key in self.model_extra or {}:
+            if key == "seed":
+                raise ValueError("training.seed: use the top-level 'seed' key, which seeds everything")
+            if key not in valid:
+                raise UnknownKey(key, sorted(valid))
+        return self
+
+
+class EvalConfig(_Section):
+    """Evaluation before and after training on the held-out set."""
+
+    metrics: list[Literal[METRICS]] = list(METRICS)  # type: ignore[valid-type]
+    max_samples: int | None = Field(200, gt=0)
+    """Cap on held-out rows used for generation (BLEU/ROUGE); perplexity uses them all."""
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(16, gt=0)
+    """Prompts generated for at once (greedy decoding, left padding)."""
+    base: bool = True
+    """Also evaluate the model before fine-tuning, for the side-by-side table."""
+    reference: str | None = "general"
+    """General-domain data whose perplexity is measured before and after: the forgetting figure. A file,
+    or ``general`` (lmtune's built-in general-knowledge questions and answers); null skips it."""
+    forgetting_threshold: float = Field(25.0, ge=0)
+    """Percent rise of the reference perplexity above which the table and the reports warn and name
+    the levers against forgetting."""
+    stride: int = Field(256, gt=0)
+    """Sliding-window perplexity for ``text`` rows longer than ``data.max_length``: tokens the window
+    moves each step (the Transformers documentation's convention; each token is scored once)."""
+    reward_model: str | None = None
+    """A sequence-classification reward model (hub id or local folder) that scores (prompt, answer) pairs."""
+    reward_batch_size: int = Field(8, gt=0)
+    generate_every: int | None = Field(None, gt=0)
+    """During training, also compute the generation metrics every N evaluations (needs ``training.eval_strategy``)."""
+    generate_samples: int = Field(16, gt=0)
+    """Held-out rows generated for at each of those in-training evaluations."""
+    report_samples: int = Field(8, ge=0)
+    """Prompts shown with base answer, fine-tuned answer and reference in the reports."""
+
+
+class ContinualConfig(_Section):
+    """Regularisers against catastrophic forgetting, both off by default."""
+
+    reference: str | None = None
+    """General-domain data the regularisers use: a file, or ``general-fit`` (the built-in set's other
+    half); keep it apart from ``eval.reference``."""
+    ewc_weight: float = Field(0.0, ge=0)
+    """Elastic Weight Consolidation: penalty weight λ of λ/2·Σ F·(θ-θ₀)²; 0 turns it off."""
+    ewc_samples: int = Field(32, gt=0)
+    """Reference examples used to estimate the (diagonal, empirical) Fisher information."""
+    replay_fraction: float = Field(0.0, ge=0, lt=0.9)
+    """Share of training rows drawn from the reference data (replay); 0 turns it off."""
+
+    @model_validator(mode="after")
+    def _needs_reference(self) -> ContinualConfig:
+        if (self.ewc_weight or self.replay_fraction) and not self.reference:
+            raise ValueError("ewc_weight / replay_fraction need continual.reference (a general-domain data file)")
+        return self
+
+
+class RunConfig(_Section):
+    """A whole run: ``model``, ``method``, ``data``, ``training``, ``eval``, ``seed``."""
+
+    seed: int = 42
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: str = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    adalora: AdaLoraConfig = Field(default_factory=AdaLoraConfig)
+    ia3: IA3Config = Field(default_factory=IA3Config)
+    prompt_tuning: PromptTuningConfig = Field(default_factory=PromptTuningConfig)
+    p_tuning: PTuningConfig = Field(default_factory=PTuningConfig)
+    prefix_tuning: PrefixTuningConfig = Field(default_factory=PrefixTuningConfig)
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    continual: ContinualConfig = Field(default_factory=ContinualConfig)
+    stages: list[dict[str, Any]] | None = None
+    """Staged fine-tuning: each item overrides sections of this config (``name``, ``data``, ``training``,
+    ``method``, ...) for one stage; each stage starts from the previous stage's weights (adapters merged)."""
+
+    def stage_configs(self) -> list[tuple[str, RunConfig]]:
+        """(name, config) of every stage, each a full config with its overrides applied."""
+        from lmtune.config.loader import deep_merge, validate_config  # the loader builds on this module
+
+        base = self.model_dump(mode="json", exclude={"stages"})
+        out = []
+        for i, stage in enumerate(self.stages or []):
+            stage = dict(stage)
+            name = str(stage.pop("name", f"stage{i + 1}"))
+            if not plain_name(name):  # the stage folder goes inside output_dir, never elsewhere
+                raise ConfigError(f"stages[{i}].name: {name!r}: use a plain name (letters, digits, '-', '_', '.')")
+            merged = deep_merge(base, stage)
+            merged["training"]["output_dir"] = str(Path(self.training.output_dir) / f"{i + 1}-{name}")
+            out.append((name, validate_config(merged, f"stages[{i}] ({name})")))
+        return out
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from lmtune.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"must be one of {', '.join(METHODS)}{did_you_mean(v, list(METHODS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _generation_during_training_needs_evaluations(self) -> RunConfig:
+        if self.eval.generate_every and self.training.eval_strategy == "no":
+            raise ValueError("eval.generate_every needs training.eval_strategy: steps or epoch")
+        return self
