@@ -13,8 +13,11 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
 @pytest.mark.slow
-def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
-    data = tmp_path / "demo"
+def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir, monkeypatch):
+    # the README's own-data command: configs/demo.yaml on the user's files, from a folder with no
+    # data/demo (the forgetting figure and replay use the built-in general set)
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "mine"
     assert main(["data", "demo", str(data), "--train-rows", "48", "--eval-rows", "12"]) == 0
     out = tmp_path / "run"
     argv = ["train", str(DEMO_CONFIG)]
@@ -24,7 +27,6 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
         "training.eval_steps=2",
         f"data.train={data / 'train.jsonl'}",
         f"data.eval={data / 'eval.jsonl'}",
-        f"eval.reference={data / 'general_eval.jsonl'}",
         "eval.max_samples=4",
         "eval.max_new_tokens=16",
         f"training.output_dir={out}",
@@ -33,7 +35,8 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "finetuned" in printed and f"run folder: {out}" in printed
-    assert "forgetting: perplexity on" in printed
+    assert "forgetting: perplexity on general" in printed
+    assert not (tmp_path / "data").exists()
 
     metrics = json.loads((out / "metrics.json").read_text())
     base, finetuned = metrics["base"], metrics["finetuned"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +79,32 @@ def test_system_prompt_goes_first_in_the_chat_layout(tokenizer, example):
     n = len(encoder.prompt_ids(example))
     assert enc["labels"][:n] == [IGNORE] * n
     assert tokenizer.decode(enc["input_ids"][n:]) == ANSWER + "<|im_end|>\n"
+
+
+def test_empty_system_prompt_drops_the_templates_default(tokenizer, example):
+    default, empty = Encoder(tokenizer), Encoder(tokenizer, system_prompt="")
+    text = tokenizer.decode(empty.encode(example)["input_ids"])
+    # SmolLM2's template adds its default system message when there is none: an empty turn is shorter
+    assert text.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n" + PROMPT)
+    assert len(empty.encode(example)["input_ids"]) == len(default.encode(example)["input_ids"]) - 16
+    assert empty.question_ids(PROMPT) == empty.prompt_ids(example)  # generation uses the same layout
+
+
+NO_DEFAULT = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+REFUSES_SYSTEM = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" + NO_DEFAULT
+)
+
+
+@pytest.mark.parametrize("template", [NO_DEFAULT, REFUSES_SYSTEM])
+def test_empty_system_prompt_leaves_the_system_turn_out_where_that_is_shorter(tokenizer, example, template):
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = template
+    text = "".join(s.text for s in Encoder(tokenizer, system_prompt="").segments(example))
+    assert text == f"<user>{PROMPT}<|im_end|><assistant>{ANSWER}<|im_end|>"
 
 
 def test_plain_layout(tokenizer, example):

@@ -44,7 +44,9 @@ class Encoder:
     Args:
         tokenizer: the model's tokenizer (its pad token is set by `lmtune.models`).
         template: ``chat``, ``plain`` or ``auto`` (chat when the tokenizer has a template).
-        system_prompt: system message put first in the chat layout (None keeps the template's default).
+        system_prompt: system message put first in the chat layout. None keeps the template's default;
+            "" asks for none: the conversation is rendered without a system turn, or with an empty one
+            where that is shorter (templates that add a default system message when there is none).
         max_length: tokens kept per example (longer ones are cut at the end).
         train_on_prompt: give prompt tokens labels too.
     """
@@ -68,6 +70,7 @@ class Encoder:
         self.system_prompt = system_prompt
         self.max_length = max_length
         self.train_on_prompt = train_on_prompt
+        self._empty_system_turn = template == "chat" and system_prompt == "" and self._empty_turn_is_shorter()
 
     # ------------------------------------------------------------------ rendering
 
@@ -82,7 +85,18 @@ class Encoder:
     def _with_system(self, messages: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
         if self.system_prompt is None or messages[0]["role"] == "system":
             return messages
+        if self.system_prompt == "" and not self._empty_system_turn:
+            return messages
         return ({"role": "system", "content": self.system_prompt}, *messages)
+
+    def _empty_turn_is_shorter(self) -> bool:
+        """Whether an empty system turn renders shorter than none (the template adds a default one)."""
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+        try:
+            with_empty = self._render([{"role": "system", "content": ""}, *turns], generation_prompt=False)
+        except Exception:  # noqa: BLE001 - templates that refuse a system turn raise their own errors
+            return False
+        return len(with_empty) < len(self._render(turns, generation_prompt=False))
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
