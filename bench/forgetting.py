@@ -47,6 +47,8 @@ SETTINGS: dict[str, list[str]] = {
     "r8": ["lora.r=8", "lora.alpha=16"],
     "replay5": [*REPLAY, "continual.replay_fraction=0.05"],
     "attn-replay10": [ATTENTION, *REPLAY, "continual.replay_fraction=0.1"],
+    "lr5e-4-replay10": ["training.learning_rate=5e-4", *REPLAY, "continual.replay_fraction=0.1"],
+    "replay20": [*REPLAY, "continual.replay_fraction=0.2"],
 }
 
 
