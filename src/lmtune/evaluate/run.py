@@ -47,8 +47,8 @@ def evaluate_model(
     if "perplexity" in metrics:
         long_texts = _long_texts(encoder, examples)
         if encoded is None:  # rows tokenised already (the pipeline's cache) are used as given
-            owner = [i for i, e in enumerate(examples) for _ in e.each_reference()]
-            encoded = [encoder.encode(v) for e in examples for v in e.each_reference()]
+            variants = [(i, v) for i, e in enumerate(examples) for v in e.each_reference()]
+            owner, encoded = [i for i, _ in variants], [encoder.encode(v) for _, v in variants]
         owner = list(range(len(encoded))) if owner is None else owner
         rows = [j for j in range(len(encoded)) if owner[j] not in long_texts]
         scored = perplexity(model, [encoded[j] for j in rows], tokenizer.pad_token_id, batch_size=batch_size)
