@@ -149,6 +149,23 @@ def tiny_llama(tiny_llama_dir: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
 
 
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    """A finished LoRA run folder on the tiny Llama (a few seconds); do not write into it."""
+    from helpers import tiny_run_raw
+
+    from lmtune.config import validate_config
+    from lmtune.pipeline import finetune
+
+    root = tmp_path_factory.mktemp("lora-run")
+    train = write_jsonl(root / "train.jsonl", TRAIN_ROWS)
+    held_out = write_jsonl(root / "eval.jsonl", EVAL_ROWS)
+    raw = tiny_run_raw(tiny_llama_dir, train, held_out, root / "run")
+    raw["eval"].update({"base": False, "reference": None})
+    finetune(validate_config(raw), echo=lambda *_: None)
+    return root / "run"
+
+
 # --------------------------------------------------------------------------- data files
 
 

@@ -110,7 +110,8 @@ def test_the_built_in_general_set_needs_no_file(tmp_path, tiny_llama_dir, task_f
     assert len(general) + len(fit) == len(QA) and not {e.prompt for e in general} & {e.prompt for e in fit}
 
 
-def test_a_missing_reference_file_names_the_built_in_sets(tmp_path, tiny_llama_dir, task_files):
+def test_a_missing_reference_file_names_the_built_in_sets(monkeypatch, tmp_path, tiny_llama_dir, task_files):
+    monkeypatch.chdir(tmp_path)  # the relative path must not exist (it does in a checkout after `make demo`)
     raw = tiny_run_raw(tiny_llama_dir, *task_files, tmp_path / "run")
     raw["eval"]["reference"] = "data/demo/general_eval.jsonl"
     missing = r"eval.reference: data/demo/general_eval.jsonl: no such file.*general \| general-fit"

@@ -151,6 +151,32 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(answer.text)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from lmtune.shipping.export import export
+
+    result = export(Path(args.run), Path(args.output), args.format, args.quant, overwrite=args.overwrite)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from lmtune.shipping.chat import chat_loop
+
+    chat_loop(
+        args.model,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        compare=args.compare,
+        system_prompt=args.system_prompt,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from lmtune.shipping.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+
+
 def cmd_data_check(args: argparse.Namespace) -> None:
     from lmtune.config import DataConfig, load_config
     from lmtune.data.cache import tokenize_cached
@@ -296,6 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.set_defaults(func=cmd_generate)
 
+    x = verbs.add_parser("export", help="a run as a plain HF folder (adapters merged), a GGUF file or an int8 copy")
+    x.add_argument("run", help="run folder (or any model folder lmtune can load)")
+    x.add_argument("--output", required=True, help="folder to write (created; must be empty or an earlier export)")
+    x.add_argument("--format", choices=("hf", "gguf"), default="hf")
+    x.add_argument(
+        "--quant",
+        default=None,
+        help="hf: int8 (torchao weight-only); gguf: f32, f16, bf16, q8_0 or q4_0 (default: f32 / none)",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
+    x.set_defaults(func=cmd_export)
+
+    ch = verbs.add_parser("chat", help="chat in the terminal with a run, an exported folder or a GGUF file")
+    ch.add_argument("model", nargs="?", default=EMBEDDED_MODEL, help="run folder, HF folder, .gguf file or hub id")
+    ch.add_argument("--max-new-tokens", type=int, default=256)
+    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ch.add_argument("--top-p", type=float, default=1.0)
+    ch.add_argument("--system-prompt", default=None, help="system message (default: the run's, else the template's)")
+    ch.add_argument("--compare", action="store_true", help="answer with the base and the fine-tuned model side by side")
+    ch.set_defaults(func=cmd_chat)
+
+    sv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server (transformers serve) for a run or model")
+    sv.add_argument("model", help="run folder (merged into RUN/export first), HF folder or .gguf file")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=cmd_serve)
+
     d = verbs.add_parser("data", help="check a dataset, or write the demo data")
     dv = d.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     c = dv.add_parser("check", help="validate, clean and split a dataset; print and write its data report")
@@ -339,10 +392,13 @@ def _quiet_libraries(debug: bool) -> None:
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bare tqdm bar
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # e.g. GGUF conversion; lmtune logs its own line instead
-        for name in ("transformers", "peft", "accelerate", "datasets", "httpx", "urllib3", "absl"):
+        # torchao (imported by peft when installed) warns about CUDA kernels a CPU machine cannot load
+        quiet = ("transformers", "peft", "accelerate", "datasets", "httpx", "urllib3", "absl", "torchao", "gguf")
+        for name in (*quiet, "torch.utils._pytree"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Deprecation notices from inside the libraries are for their maintainers, not our users.
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -20,3 +20,7 @@ class DataError(LmtuneError):
 
 class ModelError(LmtuneError):
     """A model cannot be found or loaded."""
+
+
+class ExportError(LmtuneError):
+    """A run or model cannot be exported, quantised, chatted with or served as asked."""

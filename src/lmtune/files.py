@@ -23,6 +23,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".")
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; others may need to read these
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -31,6 +32,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     finally:
         Path(tmp).unlink(missing_ok=True)
     fsync_folder(path.parent)  # the rename itself is only durable once the folder entry is
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_staging_folder(parent: Path, prefix: str) -> Path:
+    """A new temporary folder in ``parent`` with the permissions a plain ``mkdir`` would give (not 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
 
 
 def atomic_write_text(path: Path, text: str) -> None:

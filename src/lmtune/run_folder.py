@@ -29,7 +29,7 @@ RUN_FILES = (
     "vocab.json", "merges.txt",
 )  # fmt: skip
 STAGE_GLOB = "[0-9]*-*"  # stage folders of staged runs: "1-general", "2-weather"
-RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", STAGE_GLOB, ".tmp-*")
+RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", "export", STAGE_GLOB, ".tmp-*")
 SHOWN_CHANGES = 5
 
 

@@ -1,0 +1,102 @@
+"""What travels with an exported model: a model card (``README.md``) and an Ollama ``Modelfile``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmtune.shipping.merge import Shippable
+
+
+def model_card(source: Path, shippable: Shippable, result: dict[str, Any], stops: list[str]) -> str:
+    """A Hugging Face model card: base, method, data fingerprint, before/after table, how to use it."""
+    from lmtune.report.tables import markdown_table
+
+    run = shippable.run
+    record = _read_json(source / "run_record.json") or {}
+    metrics = _read_json(source / "metrics.json")
+    data = record.get("data") or {}
+    front = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [lmtune, fine-tuned]",
+        *([f"base_model: {shippable.base}"] if not Path(shippable.base).is_absolute() else []),
+        "---",
+        "",
+    ]
+    lines = [
+        f"# {source.resolve().name} ({result['format']}{', ' + result['quant'] if result.get('quant') else ''})",
+        "",
+        f"Fine-tuned with [lmtune](https://pypi.org/project/lmtune/) from the run folder `{source}`.",
+        "",
+        f"- **Base model**: `{shippable.base}`",
+        f"- **Method**: {shippable.method}{' (adapter merged in float32)' if shippable.is_adapter else ''}",
+        f"- **Stops at**: {', '.join(f'`{s}`' for s in stops)} (`generation_config.json` `eos_token_id`)",
+    ]
+    if run.get("data", {}).get("system_prompt") is not None:
+        lines.append(
+            f"- **System prompt used in training**: {run['data']['system_prompt']!r} (the chat template's default "
+            "here: a conversation without a system message gets it)"
+        )
+    if data:
+        lines += ["", "## Data", "", "| file | sha256 |", "| --- | --- |"]
+        lines += [f"| `{name}` | `{digest.removeprefix('sha256:')[:16]}…` |" for name, digest in data.items()]
+    if metrics:
+        lines += ["", "## Before and after fine-tuning (held-out data)", "", markdown_table(metrics)]
+    lines += ["", "## Export check", "", _check_lines(result), "", "## Use", "", _usage(result)]
+    return "\n".join(front + lines) + "\n"
+
+
+def _check_lines(result: dict[str, Any]) -> str:
+    return (
+        f"Loaded back with plain transformers and compared with the run's own model on "
+        f"{result.get('check_prompts', 0)} held-out prompts: max |Δlogit| {result['max_abs_logit_diff']:.2e}, "
+        f"identical greedy answers {result['greedy_match']:.0%}, check answer ended by itself: "
+        f"{'yes' if result['stopped'] else 'no'}."
+    )
+
+
+def _usage(result: dict[str, Any]) -> str:
+    if result["format"] == "gguf":
+        name = result["file"]
+        return f"```bash\nollama create my-model -f Modelfile && ollama run my-model\nllama-cli -m {name} -cnv\n```"
+    return (
+        "```python\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        'tokenizer = AutoTokenizer.from_pretrained("PATH")\n'
+        'model = AutoModelForCausalLM.from_pretrained("PATH")\n'
+        'messages = [{"role": "user", "content": "..."}]\n'
+        'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+        "return_dict=True)\n"
+        "out = model.generate(**ids, max_new_tokens=128)\n"
+        'print(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))\n'
+        "```"
+    )
+
+
+CHATML_TEMPLATE = (
+    "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
+
+
+def modelfile(gguf_name: str, chat_template: str | None, stops: list[str]) -> str:
+    """An Ollama ``Modelfile`` for the GGUF file next to it.
+
+    Ollama reads the chat template from the GGUF only for templates it knows; ChatML ones are
+    written out in Ollama's own template language so they work either way.
+    """
+    lines = [f"FROM ./{gguf_name}"]
+    if chat_template and "<|im_start|>" in chat_template:
+        lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
+    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    lines.append("PARAMETER temperature 0")
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

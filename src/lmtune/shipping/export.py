@@ -1,0 +1,201 @@
+"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...]``.
+
+Everything is written into a temporary folder next to ``DIR``, checked against the run's
+own model, and only then renamed to ``DIR``: a failed or interrupted export leaves no
+half-written folder, and an earlier export is replaced only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lmtune.errors import ExportError
+from lmtune.files import atomic_write_json, atomic_write_text, current_umask, make_staging_folder
+from lmtune.shipping import check
+from lmtune.shipping.card import model_card, modelfile
+from lmtune.shipping.merge import (
+    Shippable,
+    bake_system_prompt,
+    describe_source,
+    load_shippable,
+    merge,
+    set_generation_stops,
+)
+from lmtune.shipping.quantize import check_hf_quant, quantize_int8
+
+logger = logging.getLogger(__name__)
+
+EXPORT_RECORD = "export.json"
+FORMATS = ("hf", "gguf")
+EXACT = 1e-4  # max |Δlogit| a float32 export may differ from the run's model by (summation order only)
+
+
+def export(
+    source: Path, output: Path, fmt: str = "hf", quant: str | None = None, overwrite: bool = False, echo: Any = print
+) -> dict[str, Any]:
+    """Export ``source`` (a run folder or model folder) to ``output``; returns what ``export.json`` holds."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    if fmt == "gguf":
+        from lmtune.shipping.gguf import GGUF_QUANTS, check_gguf_supported
+
+        if (quant or "f32") not in GGUF_QUANTS:
+            raise ExportError(f"--quant {quant}: not a GGUF type this writer makes (choose {', '.join(GGUF_QUANTS)})")
+    else:
+        check_hf_quant(quant)
+    check_output(output, source, overwrite)
+    describe_source(source)  # refuses prompt-learning adapters and folders that hold no model, before loading
+    echo(f"loading {source} in float32 ...")
+    shippable = load_shippable(source)
+    if fmt == "gguf":
+        check_gguf_supported(shippable.model.config, shippable.tokenizer, quant or "f32")
+    stops = set_generation_stops(shippable.model, shippable.tokenizer)
+    prompts = check.check_prompts(source)
+    ids = check.prompt_ids(shippable.tokenizer, shippable.run, prompts)
+    ref = check.reference(shippable.model, shippable.tokenizer, prompts, ids, stops)
+    merged = merge(shippable)
+    set_generation_stops(merged, shippable.tokenizer)
+    bake_system_prompt(shippable.tokenizer, shippable.run)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_staging_folder(output.parent, ".tmp-export-")
+    try:
+        if fmt == "hf":
+            result = _write_hf(merged, shippable, staging, quant, ref, echo)
+        else:
+            result = _write_gguf(merged, shippable, staging, source, quant or "f32", ref, echo)
+        result["source"] = str(source)
+        result["run_stopped"] = check._ends_with_stop(ref.answers[0], ref.stops)
+        result["stop_token_ids"] = stops
+        _refuse_failed_check(result)
+        stop_tokens = [shippable.tokenizer.convert_ids_to_tokens(i) for i in stops]
+        atomic_write_text(staging / "README.md", model_card(source, shippable, result, stop_tokens))
+        if fmt == "gguf":
+            atomic_write_text(staging / "Modelfile", modelfile(result["file"], _template(shippable), stop_tokens))
+        atomic_write_json(staging / EXPORT_RECORD, result)
+        _umask_permissions(staging)
+        _put_in_place(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def check_output(output: Path, source: Path, overwrite: bool) -> None:
+    """``--output`` must be new, empty, or (with ``--overwrite``) an earlier export; never the run itself."""
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"--output {output}: is a file, not a folder")
+    if output.resolve() == source.resolve():
+        raise ExportError(f"--output {output}: is the run folder itself; choose another folder")
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if not (output / EXPORT_RECORD).is_file():
+        raise ExportError(f"--output {output}: holds files that are not an lmtune export; choose a new or empty folder")
+    if not overwrite:
+        raise ExportError(f"--output {output}: holds an earlier export; pass --overwrite to replace it")
+
+
+def _refuse_failed_check(result: dict[str, Any]) -> None:
+    """Success is reported only for a model that behaves like the run's."""
+    exact = result["format"] == "hf" and not result["quant"] or result["quant"] == "f32"
+    if exact and result["max_abs_logit_diff"] > EXACT:
+        raise ExportError(
+            f"export check failed: max |Δlogit| {result['max_abs_logit_diff']:.2e} > {EXACT:g} against the run's "
+            "own model; nothing was written"
+        )
+    if result["run_stopped"] and not result["stopped"] and (exact or result["greedy_match"] == 1):
+        raise ExportError(
+            "export check failed: the exported model does not stop where the run's model does "
+            "(generation_config eos_token_id); nothing was written"
+        )
+
+
+def _write_hf(
+    merged: Any, shippable: Shippable, staging: Path, quant: str | None, ref: check.Reference, echo: Any
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = shippable.tokenizer
+    dtype = _base_dtype(shippable.base) if not quant else torch.float32
+    float_dir = staging / ".float" if quant else staging
+    merged.to(dtype).save_pretrained(float_dir)
+    tokenizer.save_pretrained(float_dir)
+    echo(f"written ({str(dtype).removeprefix('torch.')}); loading it back with plain transformers to check ...")
+    reloaded = AutoModelForCausalLM.from_pretrained(float_dir, dtype=torch.float32).eval()
+    if not quant:
+        return {"format": "hf", "quant": None, "dtype": str(dtype).removeprefix("torch."),
+                **check.compare(reloaded, ref, tokenizer), "size_bytes": _weights_bytes(staging)}  # fmt: skip
+    echo("quantising to int8 (torchao weight-only) ...")
+    quantize_int8(float_dir, staging)
+    tokenizer.save_pretrained(staging)
+    quantized = AutoModelForCausalLM.from_pretrained(staging).eval()
+    result = {"format": "hf", "quant": quant, "dtype": "int8 weights, float32 activations"}
+    result.update(check.compare(quantized, ref, tokenizer))
+    result["size_bytes"] = _weights_bytes(staging)
+    result["float_size_bytes"] = _weights_bytes(float_dir)
+    result["tokens_per_s"] = check.tokens_per_second(quantized, ref.input_ids, tokenizer.pad_token_id)
+    result["float_tokens_per_s"] = check.tokens_per_second(reloaded, ref.input_ids, tokenizer.pad_token_id)
+    shutil.rmtree(float_dir)
+    return result
+
+
+def _write_gguf(
+    merged: Any, shippable: Shippable, staging: Path, source: Path, quant: str, ref: check.Reference, echo: Any
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmtune.shipping.gguf import write_gguf
+
+    name = f"{source.resolve().name}-{quant}.gguf"
+    write_gguf(merged.float(), shippable.tokenizer, staging / name, quant, name=source.resolve().name)
+    echo(f"written {name}; loading it back with transformers (gguf_file=) to check ...")
+    reloaded = AutoModelForCausalLM.from_pretrained(staging, gguf_file=name, dtype=torch.float32).eval()
+    result = {"format": "gguf", "quant": quant, "file": name}
+    result.update(check.compare(reloaded, ref, shippable.tokenizer))
+    result["size_bytes"] = (staging / name).stat().st_size
+    return result
+
+
+def _base_dtype(base: str) -> Any:
+    """The dtype the base model was published in (float32 when unknown): merged weights go back to it."""
+    import torch
+
+    try:
+        config = json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return torch.float32
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, name) if name in ("bfloat16", "float16") else torch.float32
+
+
+def _weights_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def _template(shippable: Shippable) -> str | None:
+    return getattr(shippable.tokenizer, "chat_template", None)
+
+
+def _umask_permissions(folder: Path) -> None:
+    """Libraries write some files through mkstemp (mode 0600); an export is for others to read."""
+    mode = 0o666 & ~current_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
+
+
+def _put_in_place(staging: Path, output: Path) -> None:
+    """Rename the checked export to ``output``; an earlier export there is removed only after that."""
+    old = None
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=".tmp-old-export-", dir=output.parent))
+        os.replace(output, old / "export")
+    os.replace(staging, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
