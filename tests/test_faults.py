@@ -54,7 +54,7 @@ CASES = {
     ),
     "csv-missing-column": (
         data_case("prompt,answer\nAdd 1 and 2.,3\n", "train.csv"),
-        ["{file}:2: cannot tell the data shape from fields 'prompt', 'answer'", "data.columns"],
+        ["objective sft needs answers", "'prompt_only' rows have none", "data.columns"],
     ),
     "csv-row-with-fewer-values": (
         data_case("prompt,completion\nAdd 1 and 2.,3\nAdd 2 and 2.\n", "train.csv"),

@@ -219,10 +219,11 @@ def _refuse_foreign_file(path: Path) -> None:
 
 
 def cmd_data_demo(args: argparse.Namespace) -> None:
-    from lmtune.data.demo import write_demo_data
+    from lmtune.data.demo import write_demo_data, write_preference_demo
     from lmtune.data.general import write_general_data
 
     paths = write_demo_data(args.folder, args.train_rows, args.eval_rows, args.seed) + write_general_data(args.folder)
+    paths += write_preference_demo(args.folder)  # configs/demo_dpo.yaml
     print("wrote " + ", ".join(map(str, paths)))
 
 

@@ -19,7 +19,7 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.general import check_reference, reference_examples
 from lmtune.data.prepare import TaskData, check_enough_examples, load_task_data, summary
-from lmtune.errors import ConfigError
+from lmtune.errors import ConfigError, DataError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
@@ -44,11 +44,16 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     config, data file or model name leaves nothing behind.  An unfinished run of the same
     config and data in ``training.output_dir`` resumes from its latest committed checkpoint.
     """
+    if cfg.objective != "sft":
+        from lmtune.objectives.run import finetune_objective
+
+        return finetune_objective(cfg, overwrite=overwrite, resume=resume, echo=echo)
     out = Path(cfg.training.output_dir)
     check_device(cfg)
     check_reference("eval.reference", cfg.eval.reference)
     check_reference("continual.reference", cfg.continual.reference)
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
+    check_data_fits(cfg, data)
     record = run_record(cfg)
     checkpoint = resume_point(out, record, overwrite, resume)
     judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
@@ -306,6 +311,14 @@ def stage_table(combined: dict[str, Any]) -> str:
         lines.append(f"stage {r['stage']}:")
         lines.append(text_table(r))
     return "\n".join(lines)
+
+
+def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
+    """Data whose shape cannot train ``cfg.objective`` (pairs for dpo, answers for sft, ...) fails here."""
+    from lmtune.data.preference import data_problem
+
+    if problem := data_problem(data.shape, cfg.objective):
+        raise DataError(f"data.train ({data.shape}): {problem}")
 
 
 def check_device(cfg: RunConfig) -> None:

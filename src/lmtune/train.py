@@ -37,6 +37,11 @@ def training_arguments(cfg: RunConfig) -> Any:
     """``TrainingArguments`` from the ``training`` section (names unchanged)."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_argument_values(cfg))
+
+
+def training_argument_values(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of ``TrainingArguments`` (or of a TRL config built on it) for this run."""
     args = cfg.training.model_dump()
     for key in LMTUNE_KEYS:  # EarlyStoppingCallback's and lmtune's own settings, not TrainingArguments
         args.pop(key)
@@ -56,7 +61,7 @@ def training_arguments(cfg: RunConfig) -> Any:
         args["activation_checkpointing"] = args.pop("gradient_checkpointing")
     args["seed"] = cfg.seed
     args["data_seed"] = args.get("data_seed", cfg.seed)
-    return TrainingArguments(**args)
+    return args
 
 
 def _keep_best_checkpoint(args: dict[str, Any]) -> None:

@@ -9,6 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lmtune.config.data import DataConfig
 from lmtune.config.messages import UnknownKey, did_you_mean, plain_name, training_argument_names
+from lmtune.config.objectives import (
+    OBJECTIVES,
+    DpoConfig,
+    GrpoConfig,
+    KtoConfig,
+    OrpoConfig,
+    RewardConfig,
+    SimpoConfig,
+)
 from lmtune.config.sections import (
     METRICS,
     AdaLoraConfig,
@@ -138,6 +147,10 @@ class EvalConfig(_Section):
     reward_model: str | None = None
     """A sequence-classification reward model (hub id or local folder) that scores (prompt, answer) pairs."""
     reward_batch_size: int = Field(8, gt=0)
+    checks: list[str] = Field(default_factory=list)
+    """``module:function`` checks of a property of each generated answer, with a reward function's
+    signature (``f(prompts, completions, **columns) -> [0..1]``): their means go next to the metrics
+    (e.g. ``lmtune.data.demo:numbers_right``, the preference demo's)."""
     generate_every: int | None = Field(None, gt=0)
     """During training, also compute the generation metrics every N evaluations (needs ``training.eval_strategy``)."""
     generate_samples: int = Field(16, gt=0)
@@ -171,6 +184,15 @@ class RunConfig(_Section):
 
     seed: int = 42
     model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: str = "sft"
+    """What the model learns from: ``sft`` (answers), ``dpo`` / ``kto`` / ``orpo`` / ``simpo`` (preferences),
+    ``reward`` (a reward model from preference pairs) or ``grpo`` (reward functions); see config/objectives.py."""
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    kto: KtoConfig = Field(default_factory=KtoConfig)
+    orpo: OrpoConfig = Field(default_factory=OrpoConfig)
+    simpo: SimpoConfig = Field(default_factory=SimpoConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     method: str = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
@@ -211,6 +233,25 @@ class RunConfig(_Section):
         if v not in METHODS:
             raise ValueError(f"must be one of {', '.join(METHODS)}{did_you_mean(v, list(METHODS))}")
         return v
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        if v not in OBJECTIVES:
+            raise ValueError(f"must be one of {', '.join(OBJECTIVES)}{did_you_mean(v, list(OBJECTIVES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _objective_fits_method(self) -> RunConfig:
+        from lmtune.methods import objective_problem
+
+        if problem := objective_problem(self.objective, self.method):
+            raise ValueError(problem)
+        if self.objective == "grpo" and not self.grpo.reward_functions:
+            raise ValueError("objective grpo needs grpo.reward_functions (e.g. [number_match, format])")
+        if self.objective != "sft" and self.stages:
+            raise ValueError(f"objective {self.objective}: stages are for sft runs; run the stages, then this one")
+        return self
 
     @model_validator(mode="after")
     def _generation_during_training_needs_evaluations(self) -> RunConfig:

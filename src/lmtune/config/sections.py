@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 METRICS = ("perplexity", "bleu", "rouge", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1")
 """Every metric ``eval.metrics`` may name; accuracy / macro-F1 are reported only for label-like answers."""
-DATA_FORMATS = ("auto", "text", "prompt_completion", "input_output", "alpaca", "messages", "sharegpt", "cot")
+DATA_FORMATS = (
+    *("auto", "text", "prompt_completion", "input_output", "alpaca", "messages", "sharegpt", "cot"),
+    *("preference", "hh_rlhf", "kto", "prompt_only"),  # read by lmtune.data.preference
+)
 
 
 class _Section(BaseModel):

@@ -33,14 +33,27 @@ def normalize_example(ex: Example) -> Example:
     if ex.text is not None:
         return replace(ex, text=normalize_text(ex.text))
     messages = tuple({**m, "content": normalize_text(m["content"])} for m in ex.messages)
-    return replace(ex, messages=messages, references=tuple(normalize_text(r) for r in ex.references))
+    rejected = None if ex.rejected is None else normalize_text(ex.rejected)
+    return replace(ex, messages=messages, references=tuple(normalize_text(r) for r in ex.references), rejected=rejected)
 
 
 def is_empty(ex: Example) -> bool:
-    """No answer to learn from (or an empty document)."""
+    """No answer to learn from (or an empty document, an empty rejected answer, or an empty prompt)."""
     if ex.text is not None:
         return not ex.text.strip()
-    return not ex.messages[-1]["content"].strip() or not any(m["content"].strip() for m in ex.messages[:-1])
+    has_answer = ex.messages[-1]["role"] == "assistant"  # a prompt_only row has none, and needs none
+    no_answer = has_answer and not ex.messages[-1]["content"].strip()
+    no_rejected = ex.rejected is not None and not ex.rejected.strip()
+    return no_answer or no_rejected or not any(m["content"].strip() for m in ex.prompt_messages)
+
+
+def answer_of(ex: Example) -> str:
+    """The final answer (a prompt_only row's reference, if any); "" for ``text`` rows."""
+    if ex.text is not None:
+        return ""
+    if ex.messages[-1]["role"] != "assistant":
+        return ex.references[0] if ex.references else ""
+    return ex.messages[-1]["content"]
 
 
 def _canonical(text: str) -> str:
@@ -52,13 +65,23 @@ def prompt_key(ex: Example) -> str:
     """Everything the model is given (all turns but the last); the whole text for ``text`` rows."""
     if ex.text is not None:
         return _canonical(ex.text)
-    return _canonical("\n".join(f"{m['role']}: {m['content']}" for m in ex.messages[:-1]))
+    return _canonical("\n".join(f"{m['role']}: {m['content']}" for m in ex.prompt_messages))
 
 
 def row_key(ex: Example) -> str:
-    """Prompt and answer, canonicalised, hashed (stable across machines and runs)."""
-    answer = "" if ex.text is not None else _canonical(ex.messages[-1]["content"])
-    return hashlib.sha256(f"{prompt_key(ex)}\x00{answer}".encode()).hexdigest()
+    """Prompt and answer (and a pair's rejected answer, a KTO row's label), canonicalised, hashed.
+
+    Stable across machines and runs; distinct pairs that share a prompt and a chosen answer differ.
+    """
+    key = f"{prompt_key(ex)}\x00{_canonical(answer_of(ex))}{_preference_part(ex)}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _preference_part(ex: Example) -> str:
+    """ "" for every other row, so their keys (and so splits and mixtures) are what they always were."""
+    rejected = "" if ex.rejected is None else f"\x00rejected: {_canonical(ex.rejected)}"
+    label = "" if ex.label is None else f"\x00label: {ex.label}"
+    return rejected + label
 
 
 def drop_duplicates(examples: list[Example]) -> tuple[list[Example], int]:
@@ -74,7 +97,11 @@ def drop_duplicates(examples: list[Example]) -> tuple[list[Example], int]:
 
 
 def _shingles(ex: Example) -> set[bytes]:
-    text = prompt_key(ex) if ex.text is not None else f"{prompt_key(ex)} {_canonical(ex.messages[-1]['content'])}"
+    if ex.text is not None:
+        text = prompt_key(ex)
+    else:  # a pair's rejected answer counts: pairs sharing a prompt and a chosen answer are not near-duplicates
+        rejected = "" if ex.rejected is None else f" {_canonical(ex.rejected)}"
+        text = f"{prompt_key(ex)} {_canonical(answer_of(ex))}{rejected}"
     words = text.split()
     n = min(SHINGLE_WORDS, max(1, len(words)))
     return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
@@ -124,8 +151,15 @@ def clean(
 
 
 def answer_counts(examples: list[Example]) -> Counter[str]:
-    """How often each (canonical) answer occurs: the class balance of classification-like data."""
-    return Counter(_canonical(ex.messages[-1]["content"]) for ex in examples if ex.text is None)
+    """How often each (canonical) answer occurs: the class balance of classification-like data.
+
+    Preference, KTO and prompt_only rows have no class: they are not counted.
+    """
+    return Counter(
+        _canonical(ex.messages[-1]["content"])
+        for ex in examples
+        if ex.text is None and not ex.is_preference and ex.label is None and ex.messages[-1]["role"] == "assistant"
+    )
 
 
 def is_classification_like(examples: list[Example]) -> bool:

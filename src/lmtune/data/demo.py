@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 CITIES = (
     "Oslo", "Lisbon", "Nairobi", "Lima", "Osaka", "Denver", "Cairo", "Dublin", "Perth", "Quebec",
@@ -73,15 +74,63 @@ def make_row(rng: random.Random) -> dict[str, str]:
 
 def write_demo_data(folder: str | Path, n_train: int = 480, n_eval: int = 60, seed: int = 0) -> tuple[Path, Path]:
     """Write ``train.jsonl`` and ``eval.jsonl`` (prompt/completion rows); no prompt appears in both."""
+    return _write_split(folder, ("train.jsonl", "eval.jsonl"), make_row, n_train, n_eval, seed)
+
+
+def _write_split(folder: str | Path, names: tuple[str, str], make: Any, n_train: int, n_eval: int, seed: int):
+    """``n_train`` + ``n_eval`` rows from ``make(rng)``, one per prompt, into two JSONL files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     rows: dict[str, dict[str, str]] = {}
     while len(rows) < n_train + n_eval:
-        row = make_row(rng)
+        row = make(rng)
         rows.setdefault(row["prompt"], row)
     ordered = list(rows.values())
-    paths = folder / "train.jsonl", folder / "eval.jsonl"
+    paths = folder / names[0], folder / names[1]
     for path, part in zip(paths, (ordered[:n_train], ordered[n_train:]), strict=True):
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
     return paths
+
+
+# --------------------------------------------------------------------------- the preference demo
+# Pairs of forecasts for one record: the preferred one copies the record's temperatures, the other
+# gets them wrong.  Whether an answer has the right numbers is checked by `numbers_right`, so the
+# demo shows the tuned model doing better at that, not just a falling loss.
+
+RECORD_NUMBER = r"{key}: (-?\d+)"
+
+
+def make_pair(rng: random.Random) -> dict[str, str]:
+    row = make_row(rng)
+    fields = dict(part.split(": ", 1) for part in row["prompt"].split("\n", 1)[1].split(" | "))
+    high, low = int(fields["high"]), int(fields["low"])
+    shift = rng.choice((-1, 1)) * rng.randint(2, 6)
+    wrong_high, wrong_low = (low, high) if rng.random() < 0.3 else (high + shift, low - shift)
+    rejected = row["completion"].replace(f"{high}°C", "\0H").replace(f"{low}°C", "\0L")
+    rejected = rejected.replace("\0H", f"{wrong_high}°C").replace("\0L", f"{wrong_low}°C")
+    return {"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected}
+
+
+def write_preference_demo(folder: str | Path, n_train: int = 320, n_eval: int = 60, seed: int = 1) -> tuple[Path, Path]:
+    """Write ``dpo_train.jsonl`` and ``dpo_eval.jsonl`` (prompt / chosen / rejected); no prompt in both."""
+    return _write_split(folder, ("dpo_train.jsonl", "dpo_eval.jsonl"), make_pair, n_train, n_eval, seed)
+
+
+def numbers_right(prompts: list, completions: list, **_: object) -> list[float]:
+    """1.0 where the answer states the record's high and low as written (``28°C``), else 0.0.
+
+    A check with the reward-function signature, so ``eval.checks`` (and GRPO) can use it.
+    """
+    import re
+
+    from lmtune.objectives.rewards import completion_text
+
+    scores = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        text = prompt if isinstance(prompt, str) else completion_text(prompt)
+        numbers = [re.search(RECORD_NUMBER.format(key=k), text) for k in ("high", "low")]
+        answer = completion_text(completion)
+        ok = all(m is not None and f"{m.group(1)}°C" in answer for m in numbers)
+        scores.append(1.0 if ok else 0.0)
+    return scores

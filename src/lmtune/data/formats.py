@@ -11,7 +11,13 @@ Shapes (detected from the first row's keys, or named by ``data.format``):
 ``sharegpt``        ``{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}``
 ``cot``             ``{"question": "...", "rationale": "...", "answer": "..."}`` — the model learns
                     to write its reasoning, then ``Answer: <answer>``
+``preference``      ``{"prompt": ..., "chosen": ..., "rejected": ...}`` — a preference pair
+``hh_rlhf``         ``{"chosen": "\n\nHuman: ...\n\nAssistant: ...", "rejected": ...}`` — pair, prompt implicit
+``kto``             ``{"prompt": ..., "completion": ..., "label": true}`` — one answer, desirable or not
+``prompt_only``     ``{"prompt": ..., ...}`` — prompts (GRPO); other fields kept in ``Example.extra``
 ==================  =====================================================
+
+The last four are read by `lmtune.data.preference` (details there).
 
 Any row may carry a ``system`` field: a system message for that row.  Field
 names can be mapped (``data.columns: {prompt: question}``) before detection.
@@ -22,24 +28,26 @@ In evaluation data the answer (``completion`` / ``output`` / last assistant
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lmtune.data.rows import FILE_SUFFIXES, BadLine, RowOrBadLine, _describe, _rows_of  # noqa: F401 (re-exported)
 from lmtune.errors import DataError
 
 MAX_ERRORS = 10
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 COT_ANSWER = "{rationale}\n\nAnswer: {answer}"
-FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+PREFERENCE_HOOK = ("preference", "hh_rlhf", "kto", "prompt_only")  # shapes read by lmtune.data.preference
+ANSWER_FIELDS = ("completion", "chosen", "rejected", "output", "response")  # never in a prompt_only row
 
-# shape -> the fields that identify it, in detection order (alpaca before input_output).
+# shape -> the fields that identify it, in detection order (preference shapes before the ones whose
+# fields they share, alpaca before input_output; prompt_only last: a row with a prompt and no answer).
 SHAPES: dict[str, tuple[str, ...]] = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "hh_rlhf": ("chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "cot": ("question", "rationale", "answer"),
@@ -47,6 +55,7 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
     "input_output": ("input", "output"),
+    "prompt_only": ("prompt",),
 }
 
 
@@ -64,11 +73,27 @@ class Example:
     references: tuple[str, ...] = field(default=())
     task: str = ""
     source: str = ""  # "file:line", for reports that point at rows
+    rejected: str | None = None  # a preference pair's dispreferred answer (the preferred one ends ``messages``)
+    label: bool | None = None  # KTO: whether the final answer is desirable
+    extra: tuple[tuple[str, Any], ...] = ()  # a prompt_only row's other fields (GRPO reward functions read them)
 
     @property
     def prompt(self) -> str:
         """The last user turn (what a person would read as "the question")."""
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+    @property
+    def prompt_messages(self) -> tuple[dict[str, str], ...]:
+        """Every turn the model is given: all but the final assistant answer (all of a prompt_only row)."""
+        return self.messages[:-1] if self.messages and self.messages[-1]["role"] == "assistant" else self.messages
+
+    @property
+    def is_preference(self) -> bool:
+        return self.rejected is not None
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        return dict(self.extra)
 
     def each_reference(self) -> list[Example]:
         """One example per reference, the final answer replaced: how every held-out answer is scored."""
@@ -139,13 +164,16 @@ def _map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]
 
 
 def _shape_of(row: dict[str, Any]) -> str | None:
-    return next((shape for shape, keys in SHAPES.items() if all(k in row for k in keys)), None)
+    for shape, keys in SHAPES.items():
+        if all(k in row for k in keys) and not (shape == "prompt_only" and any(k in row for k in ANSWER_FIELDS)):
+            return shape
+    return None
 
 
 def _mixed_shapes(row: dict[str, Any], shape: str, detected_at: str | None) -> str | None:
     """A row of another shape than the file's first row (one shape per source)."""
     other = _shape_of(row)
-    if detected_at is None or other is None or other == shape:
+    if detected_at is None or other in (None, shape, "prompt_only"):  # prompt_only: a row missing its answer
         return None
     return (
         f"rows of mixed shapes: this row is '{other}' ({', '.join(SHAPES[other])}), but {detected_at} is "
@@ -160,13 +188,18 @@ def detect_shape(path: Path | str, line: int, row: dict[str, Any]) -> str:
     raise DataError(
         f"{path}:{line}: cannot tell the data shape from fields {found}; expected one of "
         "text | prompt+completion | input+output | instruction+output | messages | conversations | "
-        "question+rationale+answer (map other names with data.columns)"
+        "question+rationale+answer | prompt+chosen+rejected | chosen+rejected | prompt+completion+label | prompt "
+        "(map other names with data.columns)"
     )
 
 
 def to_example(row: dict[str, Any], shape: str) -> Example:
     if shape == "text":
         return Example(text=_text(row, "text", allow_empty=True))
+    if shape in PREFERENCE_HOOK:
+        from lmtune.data.preference import preference_example
+
+        return preference_example(row, shape)
     system = _text(row, "system", required=False)
     if shape in ("messages", "sharegpt"):
         example = _messages_example(row) if shape == "messages" else _messages_example(_from_sharegpt(row))
@@ -220,23 +253,6 @@ class _RowError(ValueError):
     pass
 
 
-class BadLine(str):
-    """A line that is not a row at all (malformed JSON, not UTF-8, wrong column count): its error message."""
-
-
-RowOrBadLine = dict[str, Any] | BadLine
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return "empty text" if not value.strip() else "text"
-    return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _text(row: dict[str, Any], key: str, required: bool = True, allow_empty: bool = False) -> str:
     if key not in row:
         if required:
@@ -282,145 +298,3 @@ def _messages_example(row: dict[str, Any]) -> Example:
     if clean[-1]["role"] != "assistant":
         raise _RowError("field 'messages': the last turn must be the assistant's answer")
     return Example(messages=tuple(clean), references=answers or (clean[-1]["content"],))
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _rows_of(path: Path, split: str, subset: str | None) -> Iterator[tuple[str, int, RowOrBadLine]]:
-    """(where, line, row) from a file, every data file of a folder, or a hub dataset."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: folder holds no {' / '.join(FILE_SUFFIXES)} files")
-        for file in files:
-            for line, row in _read_rows(file):
-                yield str(file), line, row
-    elif path.exists() or path.suffix.lower() in FILE_SUFFIXES or str(path).startswith((".", "/", "~")):
-        for line, row in _read_rows(path):
-            yield str(path), line, row
-    else:
-        name = path.as_posix()
-        for i, row in enumerate(_hub_rows(name, split, subset), start=1):
-            yield f"{name}[{split}]", i, row
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
-    """(line number, row) for every non-blank row of a JSONL, JSON, CSV or Parquet file."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        yield from _csv_rows(path)
-    elif suffix == ".json":
-        yield from _json_rows(path)
-    elif suffix == ".parquet":
-        yield from _parquet_rows(path)
-    else:
-        yield from _jsonl_rows(path)
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
-    import pyarrow.parquet as pq
-
-    try:
-        reader = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises its own error kinds
-        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-    line = 0
-    for batch in reader.iter_batches(batch_size=4096):  # streamed, never the whole table
-        for row in batch.to_pylist():
-            line += 1
-            yield line, row
-
-
-def _hub_rows(name: str, split: str, subset: str | None) -> Iterator[dict[str, Any]]:
-    """Rows of a hub dataset through ``datasets``; a clear error offline instead of a hang."""
-    import os
-
-    from lmtune.models import hub_reachable
-
-    if os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "")).lower() in ("1", "true", "yes"):
-        online = False
-    else:
-        online = hub_reachable()
-    if not online:
-        raise DataError(
-            f"{name}: not a local file or folder, and the Hugging Face hub cannot be reached (offline?) "
-            "to read it as a hub dataset; give a local JSONL / JSON / CSV / Parquet file"
-        )
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, subset, split=split)
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs the first line
-        raise DataError(f"{name}: cannot load hub dataset ({str(e).splitlines()[0]})") from None
-    yield from dataset
-
-
-def _decode(path: Path, raw: bytes, line: int) -> str:
-    """UTF-8 text (a byte-order mark at the start is accepted and dropped)."""
-    try:
-        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{_line_of(raw, e.start, line)}: {_not_utf8(raw, e, line)}") from None
-
-
-def _not_utf8(raw: bytes, e: UnicodeDecodeError, line: int) -> BadLine:
-    column = e.start - raw.rfind(b"\n", 0, e.start)
-    return BadLine(f"not UTF-8 text (byte {raw[e.start]:#04x} at column {column}); save the file as UTF-8")
-
-
-def _line_of(raw: bytes, offset: int, first_line: int) -> int:
-    return first_line + raw.count(b"\n", 0, offset)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
-    with path.open("rb") as f:
-        for line, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8-sig" if line == 1 else "utf-8").strip()
-            except UnicodeDecodeError as e:
-                yield line, _not_utf8(raw, e, line)
-                continue
-            if not text:
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield line, BadLine(f"malformed JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(row, dict):
-                row = BadLine(f"expected a JSON object per line, found {_describe(row)}")
-            yield line, row
-
-
-def _json_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
-    text = _decode(path, path.read_bytes(), 1)
-    if not text.strip():
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of objects, found {_describe(data)}")
-    # json.loads keeps no line numbers; the row's position in the list stands in for them
-    for i, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: item {i}: expected an object, found {_describe(row)}")
-        yield i, row
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, RowOrBadLine]]:
-    text = _decode(path, path.read_bytes(), 1)
-    reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        columns = ", ".join(reader.fieldnames or [])
-        if None in row:
-            yield reader.line_num, BadLine(f"more values than the header has columns ({columns})")
-        elif any(v is None for v in row.values()):
-            missing = ", ".join(k for k, v in row.items() if v is None)
-            yield reader.line_num, BadLine(f"fewer values than the header has columns (no value for {missing})")
-        elif any(v.strip() for v in row.values()):
-            yield reader.line_num, dict(row)

@@ -18,6 +18,7 @@ from lmtune.config import DataConfig
 from lmtune.data import clean as C
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import Example, read_examples
+from lmtune.data.preference import PREFERENCE_SHAPES
 from lmtune.data.split import count_prompts, group_references, mix, split
 from lmtune.errors import DataError
 
@@ -53,6 +54,8 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     stratified = []
     for src in cfg.sources("train"):
         rows, shape_i, entry = _read_clean(src, cfg)
+        if shape and _preference_mix(shape_i, shape):
+            raise _shape_mismatch(src.path, shape_i, shape, "the first training source's")
         shape = shape or shape_i
         held = (cfg.val_fraction if not cfg.eval else 0.0, cfg.test_fraction)
         strat = cfg.stratify == "yes" or (cfg.stratify == "auto" and C.is_classification_like(rows))
@@ -71,8 +74,8 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
             if src.task is None and len(train_sources) == 1:  # one task: held-out rows belong to it
                 src = src.model_copy(update={"task": train_sources[0].task or Path(train_sources[0].path).stem})
             rows, shape_i, entry = _read_clean(src, cfg, role="eval")
-            if (shape_i == "text") != (shape == "text"):
-                raise DataError(f"{src.path}: shape '{shape_i}' does not match the training data's '{shape}'")
+            if (shape_i == "text") != (shape == "text") or _preference_mix(shape_i, shape):
+                raise _shape_mismatch(src.path, shape_i, shape, "the training data's")
             report["sources"].append(entry)
             held_out += rows
         eval_source = ", ".join(s.path for s in cfg.sources("eval"))
@@ -97,7 +100,11 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
         "eval": {"rows": len(held_out), "prompts": count_prompts(held_out)},
         "test": {"rows": len(test), "prompts": count_prompts(test)},
     }
-    if cfg.split_by == "prompt":  # one example per held-out prompt, its answers the references
+    if shape in PREFERENCE_SHAPES:
+        report["preference"] = {
+            name: _preference_counts(part) for name, part in (("train", train), ("eval", held_out), ("test", test))
+        }
+    if cfg.split_by == "prompt":  # one example per held-out prompt, its answers the references (not for pairs)
         held_out, test = group_references(held_out), group_references(test)
     report["splits"] = {"train": len(train), "eval": len(held_out), "test": len(test)}
     report["tasks"] = dict(Counter(ex.task for ex in train))
@@ -106,6 +113,27 @@ def load_task_data(cfg: DataConfig, seed: int) -> TaskData:
     if report["classification_like"]:
         report["class_balance"] = dict(C.answer_counts(all_train).most_common())
     return TaskData(train, held_out, test, shape, eval_source, report)
+
+
+def _preference_mix(shape_i: str, shape: str) -> bool:
+    return (shape_i in PREFERENCE_SHAPES) != (shape in PREFERENCE_SHAPES)
+
+
+def _shape_mismatch(path: str, shape_i: str, shape: str, whose: str) -> DataError:
+    why = ""
+    if _preference_mix(shape_i, shape):
+        why = " (preference data, pairs or labelled answers, cannot be mixed with other shapes)"
+    return DataError(f"{path}: shape '{shape_i}' does not match {whose} '{shape}'{why}")
+
+
+def _preference_counts(examples: list[Example]) -> dict[str, int]:
+    """Pairs, and KTO answers labelled desirable / undesirable (only the counts that are not zero)."""
+    counts = {
+        "pairs": sum(ex.is_preference for ex in examples),
+        "desirable": sum(ex.label is True for ex in examples),
+        "undesirable": sum(ex.label is False for ex in examples),
+    }
+    return {k: v for k, v in counts.items() if v}
 
 
 def _no_held_out(cfg: DataConfig, train: list[Example]) -> DataError:
@@ -339,6 +367,14 @@ def summary(report: dict[str, Any]) -> str:
             f"{src['rows_read']} read, {src['kept']} kept; dropped: {dropped}"
         )
     lines.append(_splits_line(report))
+    if report.get("preference"):
+        lines.append(
+            "preference: "
+            + ", ".join(
+                f"{name} " + (" / ".join(f"{v:,} {k}" for k, v in counts.items()) or "none")
+                for name, counts in report["preference"].items()
+            )
+        )
     c = report.get("contamination_dropped", {})
     lines.append(f"contamination: {c.get('eval', 0)} eval and {c.get('test', 0)} test rows dropped")
     if len(report.get("tasks", {})) > 1:

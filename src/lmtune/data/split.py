@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 
-from lmtune.data.clean import _canonical, prompt_key, row_key
+from lmtune.data.clean import _canonical, answer_of, prompt_key, row_key
 from lmtune.data.formats import Example
 
 
@@ -49,7 +49,7 @@ def split(
     strata: dict[str, list[str]] = defaultdict(list)
     for key, members in groups.items():
         first = examples[members[0]]
-        label = _canonical(first.messages[-1]["content"]) if stratify and first.text is None else ""
+        label = _canonical(answer_of(first)) if stratify and first.text is None else ""
         strata[label].append(key)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
     for keys in strata.values():
@@ -73,12 +73,13 @@ def group_references(examples: list[Example]) -> list[Example]:
 
     The example keeps the first row's conversation, place and task; its ``references`` hold
     every distinct answer of the group in order of appearance (multi-reference BLEU, best-reference
-    ROUGE; perplexity scores each answer).  ``text`` rows are left as they are.
+    ROUGE; perplexity scores each answer).  ``text``, preference, KTO and prompt_only rows are left
+    as they are, one example per row: a pair's or a labelled answer's meaning is its own row's.
     """
     merged: dict[str, Example] = {}
     out: list[Example | str] = []  # an example, or the key of a group kept in ``merged``
     for ex in examples:
-        if ex.text is not None:
+        if ex.text is not None or ex.is_preference or ex.label is not None or ex.messages[-1]["role"] != "assistant":
             out.append(ex)
             continue
         key = prompt_key(ex)

@@ -101,6 +101,33 @@ def reward_summary(scores: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def conversation_scores(
+    model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], batch_size: int = 8
+) -> list[float]:
+    """One score per whole conversation, laid out with the tokenizer's chat template.
+
+    This is how TRL's RewardTrainer lays out conversational pairs, so a reward model trained with
+    ``objective: reward`` is scored on the text it was trained on.
+    """
+    texts = [tokenizer.apply_chat_template(list(c), tokenize=False) for c in conversations]
+    return _text_scores(model, tokenizer, texts, batch_size)
+
+
+def _text_scores(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int) -> list[float]:
+    import torch
+
+    scores: list[float] = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                              add_special_tokens=False, return_tensors="pt").to(model.device)  # fmt: skip
+            scores += model(**batch).logits[:, -1].float().tolist()
+    model.train(was_training)
+    return scores
+
+
 def compare_rewards(base: Sequence[float], finetuned: Sequence[float]) -> dict[str, Any]:
     """Per prompt, which model's answer the reward model preferred: shares of the pairs.
 

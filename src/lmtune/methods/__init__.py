@@ -47,6 +47,25 @@ SECTIONS = {
 }  # fmt: skip
 PEFT_METHODS = {"lora", "dora", "qlora", "adalora", "ia3", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2"}
 NEEDS_CUDA = {"qlora"}
+# Methods each non-sft objective trains with.  Prompt-learning adapters feed virtual tokens or cached keys
+# that TRL's trainers do not pass through their reference and generation passes; AdaLoRA needs its budget
+# callback inside the training loop, which lmtune only wires into its own (sft) Trainer.
+OBJECTIVE_METHODS = {
+    "dpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "kto": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "orpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "simpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "grpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "reward": ("full", "lora", "dora"),  # a sequence-classification head: full, or LoRA with the head trained
+}
+
+
+def objective_problem(objective: str, method: str) -> str | None:
+    """Why ``method`` cannot train ``objective`` (None when it can)."""
+    allowed = OBJECTIVE_METHODS.get(objective)
+    if allowed is None or method in allowed:
+        return None
+    return f"objective {objective} trains with method {', '.join(allowed)}; not {method}"
 
 
 def apply_method(model: Any, cfg: Any, ctx: MethodContext | None = None) -> Any:

@@ -213,6 +213,7 @@ def figures(run: Run) -> list[tuple[str, bytes | None, str]]:
         ("Forgetting", plots.forgetting(f), f"perplexity on {f.get('reference', 'the general set')}; lower is better"),
         ("Reward scores", plots.reward_histograms(*scores), "reward model scores of the held-out answers"),
         ("Generation during training", plots.generation_curves(series), "gen_* metrics from train_log.jsonl"),
+        ("Preference and reward measures", plots.trl_curves(series), "rewards/*, logps/*, reward, kl logged by TRL"),
     ]
 
 

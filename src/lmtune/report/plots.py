@@ -191,7 +191,22 @@ def reward_histograms(base: list[float], tuned: list[float]) -> bytes | None:
 
 def generation_curves(series: Series) -> bytes | None:
     """The in-training generation metrics (``gen_*`` log keys) against step: 0-1 ones together, others apart."""
-    keys = sorted({k for _, rows in series for r in rows for k in r if k.startswith("gen_") and _finite(r[k])})
+    return logged_curves(series, ("gen_",), "Generation metrics during training")
+
+
+# TRL's logged preference / reward measures: rewards/chosen, rewards/margins, logps/*, GRPO's reward and kl.
+TRL_PREFIXES = ("rewards/", "logps/", "reward", "kl")
+
+
+def trl_curves(series: Series) -> bytes | None:
+    """What TRL's trainers log besides the loss (implicit rewards, margins, accuracies, log-probs, KL)."""
+    return logged_curves(series, TRL_PREFIXES, "Preference and reward measures during training")
+
+
+def logged_curves(series: Series, prefixes: tuple[str, ...], title: str) -> bytes | None:
+    """Logged keys starting with ``prefixes`` against step: 0-1 ones together, others apart."""
+    keys = sorted({k for _, rows in series for r in rows for k in r if k.startswith(prefixes) and _finite(r[k])})
+    keys = [k for k in keys if not k.endswith("/std")]
     if not keys:
         return None
     unit = [k for k in keys if all(0 <= r[k] <= 1 for _, rows in series for r in rows if _finite(r.get(k)))]
@@ -204,7 +219,7 @@ def generation_curves(series: Series) -> bytes | None:
                 if xs:
                     name = key.removeprefix("gen_") + (f" [{label}]" if label else "")
                     _line(ax, xs, ys, color=PALETTE[(i * len(series) + j) % len(PALETTE)], label=name)
-        ax.set(xlabel="step", ylabel="score" if group is unit else "value")
+        ax.set(xlabel="step", ylabel="share" if group is unit else "value")
         ax.legend(fontsize=7, frameon=False)
-    axes[0, 0].set_title("Generation metrics during training", fontsize=10)
+    axes[0, 0].set_title(title, fontsize=10)
     return _png(fig)

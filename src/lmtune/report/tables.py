@@ -21,7 +21,17 @@ OTHER_METRICS = (
     ("accuracy", "accuracy"),
     ("macro-F1", "macro_f1"),
     ("reward mean", "reward.mean"),
+    ("preference accuracy", "preference.accuracy"),
+    ("preference margin (nats)", "preference.margin"),
+    ("log p(chosen)", "preference.chosen_logp"),
+    ("log p(rejected)", "preference.rejected_logp"),
+    ("implicit-reward accuracy", "preference.implicit_accuracy"),
+    ("KL from reference (nats)", "kl_from_reference"),
+    ("reward model: pair accuracy", "reward_pairs.accuracy"),
+    ("reward model: margin", "reward_pairs.margin"),
 )
+# Sections whose keys the run names (eval.checks, grpo.reward_functions): one row per key.
+NAMED_METRICS = (("check", "checks"), ("reward fn", "rewards"))
 OTHER_COLUMNS = ("Metric", "base", "fine-tuned", "Δ")
 MODELS = ("base", "finetuned")
 
@@ -73,7 +83,9 @@ def other_rows(metrics: dict[str, Any]) -> list[list[str]]:
     Only the metrics that either model has; empty when there are none.
     """
     rows = []
-    for label, path in OTHER_METRICS:
+    named = [(f"{label}: {key}", f"{section}.{key}") for label, section in NAMED_METRICS
+             for key in sorted({k for n in MODELS for k in ((metrics.get(n) or {}).get(section) or {})})]  # fmt: skip
+    for label, path in (*OTHER_METRICS, *named):
         base, tuned = (value(metrics.get(name), path) for name in MODELS)
         if base is None and tuned is None:
             continue
@@ -171,7 +183,11 @@ def generation_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def text_table(metrics: dict[str, Any]) -> str:
-    return aligned([list(COLUMNS), *table_rows(metrics)])
+    """The seed table; for preference / reward / GRPO runs also the objective's own measures under it."""
+    table = aligned([list(COLUMNS), *table_rows(metrics)])
+    if metrics.get("objective", "sft") != "sft" and other_rows(metrics):
+        table += "\n\n" + aligned([list(OTHER_COLUMNS), *other_rows(metrics)])
+    return table
 
 
 def aligned(rows: list[list[str]]) -> str:

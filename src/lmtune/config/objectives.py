@@ -1,0 +1,84 @@
+"""``objective:`` and its sections: what the model learns from (answers, preference pairs, rewards).
+
+Each section holds the options of the TRL trainer that implements the objective, under TRL's own
+names, with the defaults of the objective's paper:
+
+==========  ====================================  =============================================
+objective   trainer (TRL 1.x)                     paper defaults
+==========  ====================================  =============================================
+``sft``     transformers ``Trainer`` (lmtune's)    supervised answers (the default)
+``dpo``     ``DPOTrainer``                         beta 0.1, sigmoid loss (Rafailov et al. 2023)
+``kto``     ``KTOTrainer``                         beta 0.1, weights 1.0 / 1.0 (Ethayarajh et al. 2024)
+``orpo``    ``experimental.orpo.ORPOTrainer``      beta (lambda) 0.1 (Hong et al. 2024)
+``simpo``   ``experimental.cpo.CPOTrainer``        beta 2.0, gamma 1.0, no SFT term (Meng et al. 2024)
+``reward``  ``RewardTrainer``                      one-score sequence classifier, Bradley-Terry loss
+``grpo``    ``GRPOTrainer``                        8 generations, beta 0.04, grpo loss (Shao et al. 2024)
+==========  ====================================  =============================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lmtune.config.sections import _Section
+
+OBJECTIVES = ("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo")
+PREFERENCE_OBJECTIVES = ("dpo", "kto", "orpo", "simpo", "reward")
+BUILTIN_REWARDS = ("number_match", "format", "length")
+
+
+class DpoConfig(_Section):
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = "sigmoid"
+    """TRL's DPO loss: sigmoid (DPO), ipo, hinge, robust, bco_pair, exo_pair, nca_pair, apo_zero, ..."""
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    """Conservative DPO / robust DPO: the assumed share of flipped preference labels."""
+
+
+class KtoConfig(_Section):
+    beta: float = Field(0.1, gt=0)
+    desirable_weight: float = Field(1.0, gt=0)
+    undesirable_weight: float = Field(1.0, gt=0)
+
+
+class OrpoConfig(_Section):
+    beta: float = Field(0.1, gt=0)
+    """The weight of the odds-ratio term (the paper's lambda)."""
+
+
+class SimpoConfig(_Section):
+    beta: float = Field(2.0, gt=0)
+    gamma: float = Field(1.0, ge=0)
+    """Target reward margin (TRL's ``simpo_gamma``)."""
+    cpo_alpha: float = Field(0.0, ge=0)
+    """Weight of an added SFT (NLL) term on the chosen answers; 0 is plain SimPO."""
+
+
+class RewardConfig(_Section):
+    center_rewards_coefficient: float | None = Field(None, ge=0)
+    """Pull the mean score towards 0 (Eisenstein et al. 2023); None turns it off."""
+
+
+class GrpoConfig(_Section):
+    num_generations: int = Field(8, ge=2)
+    max_completion_length: int = Field(256, gt=0)
+    beta: float = Field(0.04, ge=0)
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "grpo"
+    temperature: float = Field(1.0, gt=0)
+    reward_functions: list[str] = Field(default_factory=list)
+    """Built-ins (``number_match``, ``format``, ``length``) or ``module:function`` of your own."""
+    format_pattern: str = r"(?s).*####\s*-?[\d,.]+\s*$"
+    """The regex the ``format`` reward checks the whole answer against."""
+    target_length: int = Field(200, gt=0)
+    """``length`` reward: 1 at or under this many characters, falling to 0 at twice as many."""
+    use_vllm: bool = False
+
+    @field_validator("reward_functions")
+    @classmethod
+    def _known_rewards(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in BUILTIN_REWARDS and ":" not in name:
+                raise ValueError(f"{name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or module:function")
+        return v
