@@ -171,3 +171,37 @@ def test_a_preference_run_report_shows_both_models_measures_in_chromium(monkeypa
             assert page.locator("img[alt='Preference and reward measures']").count() == 1
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_a_reward_model_trained_here_judges_another_run(tmp_path: Path) -> None:
+    """objective: reward on the embedded model, then that folder as eval.reward_model of a DPO run."""
+    from helpers import EMBEDDED
+
+    from lmtune.data.demo import write_preference_demo
+
+    train, held = write_preference_demo(tmp_path / "data", n_train=24, n_eval=6)
+    common = {
+        "model": {"name": EMBEDDED},
+        "method": "lora",
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"train": str(train), "eval": str(held), "max_length": 128},
+        "eval": {"metrics": ["bleu"], "max_samples": 6, "max_new_tokens": 24, "reference": None},
+    }
+    training = {"max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-4, "logging_steps": 1,
+                "save_strategy": "no", "report_to": "none"}  # fmt: skip
+    judge = tmp_path / "judge"
+    finetune(validate_config({**common, "objective": "reward",
+                              "training": {**training, "output_dir": str(judge)}}), echo=lambda *_: None)  # fmt: skip
+    assert (judge / "model.safetensors").is_file() and not (judge / "adapter_config.json").exists()
+    eval_section = {**common["eval"], "reward_model": str(judge)}
+    raw = {**common, "objective": "dpo", "eval": eval_section,
+           "training": {**training, "output_dir": str(tmp_path / "policy")}}  # fmt: skip
+    metrics = finetune(validate_config(raw), echo=lambda *_: None)
+    rows = {n: (tmp_path / "policy" / f"predictions_{n}.jsonl").read_text().splitlines() for n in ("base", "finetuned")}
+    base, tuned = ([json.loads(line)["reward"] for line in rows[n]] for n in ("base", "finetuned"))
+    wins = sum(t > b for b, t in zip(base, tuned, strict=True))
+    losses = sum(t < b for b, t in zip(base, tuned, strict=True))
+    comparison = metrics["reward_comparison"]
+    assert comparison["pairs"] == len(base) == 6
+    assert comparison["finetuned_higher"] == wins / 6 and comparison["base_higher"] == losses / 6

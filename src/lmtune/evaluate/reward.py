@@ -9,6 +9,7 @@ prompt directly.  It is used as its model card shows: the tokenizer gets
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ModelError
@@ -43,7 +44,21 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:  # last-token heads (Llama, GPT-2) find the last real token by it
         model.config.pad_token_id = tokenizer.pad_token_id
+    model.lmtune_chat_layout = trained_on_conversations(source)
     return model.eval(), tokenizer
+
+
+def _exchange(prompt: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def trained_on_conversations(source: Any) -> bool:
+    """A reward model lmtune trained (``objective: reward``) scores chat-template conversations, as TRL
+    trained it; other reward models (OpenAssistant's) take (prompt, answer) as a text pair."""
+    from lmtune.config import read_yaml
+
+    config = Path(source) / "config.yaml" if not isinstance(source, str) else None
+    return bool(config and config.is_file() and read_yaml(config).get("objective") == "reward")
 
 
 def reward_scores(
@@ -60,6 +75,9 @@ def reward_scores(
 
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    if getattr(model, "lmtune_chat_layout", False):
+        turns = [_exchange(p, a) for p, a in zip(prompts, answers, strict=True)]
+        return conversation_scores(model, tokenizer, turns, batch_size)
     scores: list[float] = []
     was_training = model.training
     model.eval()
