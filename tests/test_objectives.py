@@ -205,3 +205,18 @@ def test_a_reward_model_trained_here_judges_another_run(tmp_path: Path) -> None:
     comparison = metrics["reward_comparison"]
     assert comparison["pairs"] == len(base) == 6
     assert comparison["finetuned_higher"] == wins / 6 and comparison["base_higher"] == losses / 6
+
+
+def test_a_test_split_of_pairs_reads_back_as_the_same_pairs(tmp_path: Path) -> None:
+    from lmtune.data.formats import read_examples
+    from lmtune.pipeline import example_row
+
+    source = read_examples(write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:3]))
+    kto = read_examples(
+        write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "Add 1 and 1.", "completion": "2.", "label": False}])
+    )
+    for data in (source, kto):
+        again = read_examples(write_jsonl(tmp_path / "again.jsonl", [example_row(ex) for ex in data.examples]))
+        assert [(e.messages, e.rejected, e.label) for e in again.examples] == [
+            (e.messages, e.rejected, e.label) for e in data.examples
+        ]

@@ -375,6 +375,12 @@ def example_row(ex: Example) -> dict[str, Any]:
     """An example back as a row lmtune reads (``messages`` or ``text``), with its task and origin."""
     if ex.text is not None:
         body: dict[str, Any] = {"text": ex.text}
+    elif ex.rejected is not None:  # a pair reads back as the preference shape
+        body = {"prompt": list(ex.prompt_messages), "chosen": ex.references[0], "rejected": ex.rejected}
+    elif ex.label is not None:
+        body = {"prompt": list(ex.prompt_messages), "completion": ex.references[0], "label": ex.label}
+    elif not ex.messages or ex.messages[-1]["role"] != "assistant":  # prompt_only, with its columns
+        body = {"prompt": list(ex.messages), **ex.extras}
     else:  # a grouped example keeps every answer: a list in the last turn reads back as references
         last = ex.messages[-1] if len(ex.references) <= 1 else {**ex.messages[-1], "content": list(ex.references)}
         body = {"messages": [*ex.messages[:-1], last]}

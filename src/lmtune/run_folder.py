@@ -29,7 +29,8 @@ RUN_FILES = (
     "vocab.json", "merges.txt",
 )  # fmt: skip
 STAGE_GLOB = "[0-9]*-*"  # stage folders of staged runs: "1-general", "2-weather"
-RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", "export", STAGE_GLOB, ".tmp-*")
+# "ref": the reference adapter TRL's DPO keeps next to the trained one (PEFT saves it in a subfolder)
+RUN_GLOBS = ("checkpoint-*", "model-*.safetensors", "runs", "merged", "export", "ref", STAGE_GLOB, ".tmp-*")
 SHOWN_CHANGES = 5
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmtune.config.sections import _Section
 
@@ -31,10 +31,20 @@ BUILTIN_REWARDS = ("number_match", "format", "length")
 
 class DpoConfig(_Section):
     beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
-    """TRL's DPO loss: sigmoid (DPO), ipo, hinge, robust, bco_pair, exo_pair, nca_pair, apo_zero, ..."""
+    loss_type: str | list[str] = "sigmoid"
+    """TRL's DPO loss: sigmoid (DPO), ipo, hinge, robust, bco_pair, exo_pair, nca_pair, apo_zero, ...; a list
+    combines several, e.g. ``[sigmoid, sft]``: DPO plus the chosen answers' NLL (RPO, Pang et al. 2024)."""
+    loss_weights: list[float] | None = None
+    """One weight per ``loss_type`` entry (TRL's ``loss_weights``); None weighs them equally."""
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     """Conservative DPO / robust DPO: the assumed share of flipped preference labels."""
+
+    @model_validator(mode="after")
+    def _one_weight_per_loss(self) -> DpoConfig:
+        losses = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+        if self.loss_weights is not None and len(self.loss_weights) != len(losses):
+            raise ValueError(f"loss_weights: {len(self.loss_weights)} weights for {len(losses)} loss_type entries")
+        return self
 
 
 class KtoConfig(_Section):

@@ -112,7 +112,7 @@ def make_pair(rng: random.Random) -> dict[str, str]:
     return {"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected}
 
 
-def write_preference_demo(folder: str | Path, n_train: int = 320, n_eval: int = 60, seed: int = 1) -> tuple[Path, Path]:
+def write_preference_demo(folder: str | Path, n_train: int = 240, n_eval: int = 60, seed: int = 1) -> tuple[Path, Path]:
     """Write ``dpo_train.jsonl`` and ``dpo_eval.jsonl`` (prompt / chosen / rejected); no prompt in both."""
     return _write_split(folder, ("dpo_train.jsonl", "dpo_eval.jsonl"), make_pair, n_train, n_eval, seed)
 

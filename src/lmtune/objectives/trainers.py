@@ -36,8 +36,9 @@ def build_dpo(model: Any, tokenizer: Any, train: Any, held_out: Any, cfg: RunCon
     from trl import DPOConfig, DPOTrainer
 
     d = cfg.dpo
-    args = trl_config(DPOConfig, cfg, beta=d.beta, loss_type=[d.loss_type], label_smoothing=d.label_smoothing,
-                      **_lengths(cfg))  # fmt: skip
+    losses = [d.loss_type] if isinstance(d.loss_type, str) else list(d.loss_type)
+    args = trl_config(DPOConfig, cfg, beta=d.beta, loss_type=losses, loss_weights=d.loss_weights,
+                      label_smoothing=d.label_smoothing, **_lengths(cfg))  # fmt: skip
     return DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
                       processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
 
