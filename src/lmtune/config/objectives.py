@@ -83,7 +83,8 @@ class GrpoConfig(_Section):
     """The regex the ``format`` reward checks the whole answer against."""
     target_length: int = Field(200, gt=0)
     """``length`` reward: 1 at or under this many characters, falling to 0 at twice as many."""
-    use_vllm: bool = False
+    use_vllm: bool | None = None
+    """Generate with vLLM (TRL's colocate mode); None: when vLLM is installed and a CUDA GPU is present."""
 
     @field_validator("reward_functions")
     @classmethod

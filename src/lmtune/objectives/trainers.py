@@ -88,10 +88,21 @@ def build_grpo(model: Any, tokenizer: Any, train: Any, held_out: Any, cfg: RunCo
     g = cfg.grpo
     args = trl_config(
         GRPOConfig, cfg, num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-        beta=g.beta, loss_type=g.loss_type, temperature=g.temperature, use_vllm=g.use_vllm,
+        beta=g.beta, loss_type=g.loss_type, temperature=g.temperature, **_vllm(g.use_vllm),
     )  # fmt: skip
     return GRPOTrainer(model=model, reward_funcs=reward_functions(g), args=args, train_dataset=train,
                        eval_dataset=held_out, processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
+
+
+def _vllm(wanted: bool | None) -> dict[str, Any]:
+    """vLLM for GRPO's generations where it can run: plain ``generate`` on a CPU (slow, but correct)."""
+    import importlib.util
+
+    import torch
+
+    if wanted is None:
+        wanted = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    return {"use_vllm": True, "vllm_mode": "colocate"} if wanted else {"use_vllm": False}
 
 
 TRAINERS: dict[str, Callable[..., Any]] = {
