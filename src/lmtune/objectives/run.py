@@ -189,7 +189,7 @@ def evaluate_objective(
     if cfg.objective == "grpo":
         result["rewards"], predictions = grpo_rewards(model, tokenizer, encoder, held_out, cfg)
     else:
-        answered = [ex for ex in held_out if ex.references]
+        answered = [ex for ex in held_out if ex.references and ex.label is not False]  # not KTO's undesirable
         wanted = [m for m in e.metrics if m != "perplexity"]
         scores, predictions = evaluate_model(model, tokenizer, encoder, answered, wanted, e.max_samples,
                                              e.max_new_tokens, e.batch_size)  # fmt: skip
