@@ -162,8 +162,15 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
         "versions": record["versions"],
         "git_commit": (record["git"] or {}).get("commit"),
     }
+    return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
+
+
+def finish_run(
+    out: Path, cfg: RunConfig, metrics: dict, predictions: dict[str, list[dict]], judged: bool, echo: Any
+) -> dict[str, Any]:
+    """Metric settings into ``metrics``, then metrics.json, predictions and reports; print the table."""
     metrics["metric_settings"] = metric_settings(cfg.eval.stride)
-    if judge:
+    if judged:
         metrics["metric_settings"]["reward"] = {"model": cfg.eval.reward_model, **REWARD_SETTINGS}
     write_outputs(out, metrics, predictions)
     echo("")
@@ -190,18 +197,24 @@ def loaded_identity(model: Any, tokenizer: Any) -> dict[str, Any]:
 
 
 def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
-    """The adapter (PEFT) or full model, as safetensors, and the tokenizer, into ``out``.
+    """The adapter (PEFT) or full model, as safetensors, and the tokenizer, into ``out``."""
 
-    Written into a temporary folder inside ``out``, flushed, then renamed in file by file,
-    so a kill mid-save never leaves a half-written weights file.
-    """
-    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
-    try:
+    def write(staging: Path) -> None:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(staging)
         # Trainer pickles its arguments next to the weights; config.yaml already holds them, and a run
         # folder that others load should hold no pickle files
         (staging / "training_args.bin").unlink(missing_ok=True)
+
+    save_into(out, write)
+
+
+def save_into(out: Path, write: Any) -> None:
+    """``write(folder)`` into a temporary folder inside ``out``, flushed, then renamed in file by file,
+    so a kill mid-save never leaves a half-written weights file."""
+    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
+    try:
+        write(staging)
         fsync_tree(staging)
         for path in staging.iterdir():
             os.replace(path, out / path.name)

@@ -276,6 +276,15 @@ def _answers(row: dict[str, Any], key: str) -> tuple[str, ...]:
     return (_text(row, key, allow_empty=True),)
 
 
+def checked_turn(turn: Any, where: str) -> tuple[str, Any]:
+    """(role, content) of a ``{role, content}`` turn; ``where`` is ``"field 'key[i]"`` for the error."""
+    if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+        raise _RowError(f"{where}': expected {{role, content}}, found {_describe(turn)}")
+    if turn["role"] not in ROLES:
+        raise _RowError(f"{where}.role': unknown role {turn['role']!r} (expected one of {', '.join(ROLES)})")
+    return turn["role"], turn["content"]
+
+
 def _messages_example(row: dict[str, Any]) -> Example:
     turns = row.get("messages")
     if not isinstance(turns, list) or not turns:
@@ -284,11 +293,7 @@ def _messages_example(row: dict[str, Any]) -> Example:
     answers: tuple[str, ...] = ()
     for i, turn in enumerate(turns):
         where = f"field 'messages[{i}]"
-        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise _RowError(f"{where}': expected {{role, content}}, found {_describe(turn)}")
-        role, content = turn["role"], turn["content"]
-        if role not in ROLES:
-            raise _RowError(f"{where}.role': unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        role, content = checked_turn(turn, where)
         if role == "assistant" and i == len(turns) - 1 and isinstance(content, list):
             answers = _answers(turn, "content")  # several references for the final answer
             content = answers[0]

@@ -24,7 +24,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from lmtune.data.formats import ANSWER_FIELDS, ROLES, Example, _describe, _RowError, _text
+from lmtune.data.formats import ANSWER_FIELDS, Example, _describe, _RowError, _text, checked_turn
 from lmtune.errors import DataError
 
 PAIRED_SHAPES = ("preference", "hh_rlhf")
@@ -139,11 +139,7 @@ def _messages(value: list[Any], key: str) -> Turns:
     turns = []
     for i, turn in enumerate(value):
         where = f"field '{key}[{i}]"
-        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise _RowError(f"{where}': expected {{role, content}}, found {_describe(turn)}")
-        role, content = turn["role"], turn["content"]
-        if role not in ROLES:
-            raise _RowError(f"{where}.role': unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        role, content = checked_turn(turn, where)
         if not isinstance(content, str) or (role != "assistant" and not content.strip()):
             raise _RowError(f"{where}.content': expected non-empty text, found {_describe(content)}")
         turns.append({"role": role, "content": content})

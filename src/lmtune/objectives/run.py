@@ -19,8 +19,8 @@ from lmtune.data.prepare import TaskData, load_task_data
 from lmtune.errors import ConfigError
 from lmtune.evaluate import preference as P
 from lmtune.evaluate.generate import generate
-from lmtune.evaluate.reward import REWARD_SETTINGS, load_reward_model
-from lmtune.evaluate.run import evaluate_model, metric_settings
+from lmtune.evaluate.reward import load_reward_model
+from lmtune.evaluate.run import evaluate_model
 from lmtune.methods import apply_method, count_parameters, settings
 from lmtune.models import load_model, training_dtype
 from lmtune.objectives.rewards import import_function
@@ -35,8 +35,7 @@ def finetune_objective(cfg: RunConfig, overwrite: bool = False, resume: bool = F
     """Train ``cfg.objective`` with its TRL trainer; returns the contents of ``metrics.json``."""
     from transformers import set_seed
 
-    from lmtune.pipeline import add_rewards, check_device, save_weights, write_outputs, write_run_inputs
-    from lmtune.report import text_table
+    from lmtune.pipeline import add_rewards, check_device, finish_run, save_weights, write_run_inputs
 
     if resume:
         raise ConfigError(f"--resume: objective {cfg.objective} runs start again (use --overwrite)")
@@ -89,36 +88,18 @@ def finetune_objective(cfg: RunConfig, overwrite: bool = False, resume: bool = F
         "dtype": dtype, "train_examples": len(train_examples), "eval_examples": len(held_out),
         "eval_source": data.eval_source, "train_loss": result.training_loss, "versions": record["versions"],
     }  # fmt: skip
-    metrics["metric_settings"] = metric_settings(cfg.eval.stride)
-    if judge:
-        metrics["metric_settings"]["reward"] = {"model": cfg.eval.reward_model, **REWARD_SETTINGS}
-    write_outputs(out, metrics, predictions)
-    echo("")
-    echo(text_table(metrics))
-    echo(f"\nrun folder: {out}  (report: {out / 'report.html'})")
-    return metrics
+    return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
 
 
 def save_reward_model(model: Any, tokenizer: Any, out: Path) -> None:
     """A reward model is used as a whole (``eval.reward_model``, ``AutoModelForSequenceClassification``):
     its LoRA update and trained score head are merged into a plain model folder."""
     import copy
-    import os
-    import shutil
-    import tempfile
 
-    from lmtune.files import fsync_tree
+    from lmtune.pipeline import save_into
 
     merged = copy.deepcopy(model).merge_and_unload(safe_merge=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
-    try:
-        merged.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        fsync_tree(staging)
-        for path in staging.iterdir():
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_into(out, lambda staging: (merged.save_pretrained(staging), tokenizer.save_pretrained(staging)))
 
 
 def examples_for(cfg: RunConfig, data: TaskData) -> tuple[list[Example], list[Example]]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune.data.encode import PLAIN_PROMPT
 from lmtune.errors import ExportError
 
 HELP = (
@@ -116,39 +115,20 @@ def load_sides(target: str, base: tuple[str, bool] | None = None) -> list[Side]:
 # --------------------------------------------------------------------------- prompts
 
 
-def with_system(tokenizer: Any, system: str | None, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The messages with the system turn, as `lmtune.data.encode.Encoder` puts it (same rules for "")."""
-    if system is None or (system == "" and not _empty_turn_is_shorter(tokenizer)):
-        return messages
-    return [{"role": "system", "content": system}, *messages]
-
-
-def _empty_turn_is_shorter(tokenizer: Any) -> bool:
-    # Templates that add a default system message when there is none need an empty one to have none.
-    turns = [{"role": "user", "content": "x"}]
-    try:
-        empty = tokenizer.apply_chat_template([{"role": "system", "content": ""}, *turns], tokenize=False)
-    except Exception:  # noqa: BLE001 - templates that refuse a system turn raise their own errors
-        return False
-    return len(empty) < len(tokenizer.apply_chat_template(turns, tokenize=False))
-
-
 def prompt_ids(side: Side, system: str | None, message: str) -> list[int]:
-    """Token ids that ask ``side`` to answer ``message`` after its history."""
-    tok = side.tokenizer
-    if side.layout == "chat":
-        messages = with_system(tok, system, [*side.history, {"role": "user", "content": message}])
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tok(text, add_special_tokens=False)["input_ids"]  # the template writes its own BOS
-    pending = [system] if system else []  # Encoder joins non-assistant turns into one instruction
-    text = ""
-    for turn in [*side.history, {"role": "user", "content": message}]:
-        if turn["role"] == "assistant":
-            text += PLAIN_PROMPT.format(prompt="\n\n".join(pending)) + turn["content"] + tok.eos_token
-            pending = []
-        else:
-            pending.append(turn["content"])
-    return tok(text + PLAIN_PROMPT.format(prompt="\n\n".join(pending)))["input_ids"]
+    """Token ids that ask ``side`` to answer ``message`` after its history.
+
+    Laid out by `lmtune.data.encode.Encoder`, the code that lays out training rows and
+    ``lmtune generate``'s prompt: the same template, system-message rules and plain layout.
+    """
+    from lmtune.data.encode import Encoder
+    from lmtune.data.formats import Example
+
+    turns = (*side.history, {"role": "user", "content": message}, {"role": "assistant", "content": "-"})
+    if side.layout == "plain" and system:  # the plain layout takes a system turn as part of the instruction
+        turns = ({"role": "system", "content": system}, *turns)
+    encoder = Encoder(side.tokenizer, side.layout, system, max_length=side.tokenizer.model_max_length)
+    return encoder.prompt_ids(Example(messages=turns))
 
 
 def stop_ids(side: Side) -> list[int]:
