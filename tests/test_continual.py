@@ -12,7 +12,8 @@ from lmtune.config import ModelConfig, validate_config
 from lmtune.errors import ConfigError
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.models import load_model
-from lmtune.pipeline import finetune, run_stages
+from lmtune.pipeline import finetune
+from lmtune.stages import run_stages
 
 GENERAL = [{"prompt": f"Name colour number {i}.", "completion": f"Colour {i} is blue."} for i in range(6)]
 

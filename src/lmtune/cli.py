@@ -23,7 +23,8 @@ DEMO_DATA = "data/demo"
 
 def cmd_train(args: argparse.Namespace) -> None:
     from lmtune.config import load_config
-    from lmtune.pipeline import finetune, run_stages
+    from lmtune.pipeline import finetune
+    from lmtune.stages import run_stages
 
     cfg = load_config(args.config, args.set or [])
     if cfg.stages:
@@ -31,7 +32,20 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise LmtuneError("--resume: staged runs start again from the first stage (use --overwrite)")
         run_stages(cfg, overwrite=args.overwrite)
     else:
-        finetune(cfg, overwrite=args.overwrite, resume=args.resume)
+        finetune(cfg, overwrite=args.overwrite, resume=args.resume, memory_budget=_budget(args))
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from lmtune.config import load_config
+    from lmtune.plan.command import plan_run
+
+    plan_run(load_config(args.config, args.set or []), memory_budget=_budget(args))
+
+
+def _budget(args: argparse.Namespace) -> int | None:
+    from lmtune.plan.command import parse_size
+
+    return parse_size(args.memory_budget) if args.memory_budget else None
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -179,11 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_data_check(args: argparse.Namespace) -> None:
     from lmtune.config import DataConfig, load_config
-    from lmtune.data.cache import tokenize_cached
-    from lmtune.data.encode import Encoder
-    from lmtune.data.prepare import load_task_data, summary
-    from lmtune.models import load_tokenizer, resolve
-    from lmtune.pipeline import write_data_report
+    from lmtune.data.check import check_data
 
     if args.config:
         cfg = load_config(args.config, args.set or [])
@@ -192,30 +202,7 @@ def cmd_data_check(args: argparse.Namespace) -> None:
         data_cfg, seed, model = DataConfig(train=args.file, format=args.format), 42, args.model
     else:
         raise LmtuneError("data check: give a FILE or --config CONFIG.yaml")
-    out = Path(args.output)
-    _refuse_foreign_file(out)
-    data = load_task_data(data_cfg, seed)
-    tokenizer = load_tokenizer(resolve(args.model if args.file else model))
-    encoder = Encoder(
-        tokenizer, data_cfg.template, data_cfg.system_prompt, data_cfg.max_length, data_cfg.train_on_prompt
-    )
-    tokenize_cached(encoder, data, data_cfg, seed)
-    print(summary(data.report))
-    write_data_report(out, data.report)
-    print(f"report: {out}")
-
-
-def _refuse_foreign_file(path: Path) -> None:
-    """Only ever replace a data report lmtune wrote itself."""
-    if not path.exists():
-        return
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-        ours = isinstance(found, dict) and "lmtune_data_report" in found
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
-        raise LmtuneError(f"--output {path}: exists and is not an lmtune data report; choose another path")
+    check_data(data_cfg, seed, model, Path(args.output))
 
 
 def cmd_data_demo(args: argparse.Namespace) -> None:
@@ -274,7 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the unfinished run in training.output_dir from its latest checkpoint (also done "
         "without this flag when the config, data and model are unchanged); fails if there is none",
     )
+    budget_help = "memory the run may use, e.g. 6GB (default: what the machine has free); picks batch size auto"
+    t.add_argument("--memory-budget", metavar="SIZE", help=budget_help)
     t.set_defaults(func=cmd_train)
+
+    pl = verbs.add_parser("plan", help="predict a run's peak memory and training time from a few probe steps")
+    pl.add_argument("config", help="YAML run config")
+    pl.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    pl.add_argument("--memory-budget", metavar="SIZE", help=budget_help)
+    pl.set_defaults(func=cmd_plan)
 
     def model_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(

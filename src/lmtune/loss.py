@@ -7,8 +7,12 @@ anyway. Here the model runs
 without its head, the hidden states of the positions whose next token has a label are picked out,
 and head + cross-entropy run on chunks of them, each under ``torch.utils.checkpoint``: a chunk's
 logits are freed after the forward and recomputed in backward, so at most one chunk of logits is
-alive at a time. A fused linear cross-entropy would avoid even that recomputation, but there is no
-maintained CPU implementation (Liger Kernel's is Triton, GPU-only).
+alive at a time. With ``fused`` (``training.fused_loss``) the chunks go further: the gradient of each
+chunk's cross-entropy with respect to its hidden states (and to the head's weight, when that trains) is
+computed right in the forward, where the chunk's logits already are, and kept instead of the logits:
+no recomputation in backward and no log-softmax kept for autograd. That is Liger Kernel's "fused
+linear cross-entropy"; it is written here because Liger's is Triton (GPU-only) and there is no
+maintained CPU implementation.
 
 The reduction is Transformers' ``ForCausalLMLoss``: summed NLL divided by ``num_items_in_batch``
 when Trainer passes it (gradient accumulation), else the mean over the batch's label tokens.
@@ -22,6 +26,9 @@ from lmtune.data.encode import IGNORE
 
 CHUNK = 1024
 """Labelled positions per chunk: (1024, 49,152) float32 logits are 200 MB, recomputed in backward."""
+FUSED_CHUNK = 256
+"""Labelled positions per chunk of the fused loss: (256, 49,152) float32 logits are 50 MB and the head's
+matmul on 256 rows still runs near the machine's matmul speed (measured: 512 rows gave no more)."""
 CHANGED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_router_logits")
 """Config keys of models whose forward changes the head's logits (Gemma 2/3, Cohere, Granite) or adds
 to the loss (MoE router loss): their loss is not head + cross-entropy on the decoder's states."""
@@ -54,21 +61,30 @@ def loss_parts(model: Any) -> tuple[Any, Any] | str:
 
 
 def causal_lm_loss(
-    decoder: Any, head: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, chunk_size: int = CHUNK
+    decoder: Any,
+    head: Any,
+    inputs: dict[str, Any],
+    num_items_in_batch: Any = None,
+    chunk_size: int = CHUNK,
+    fused: bool = False,
 ) -> Any:
     """The loss ``model(**inputs).loss`` gives, from the decoder's hidden states and the head in chunks."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
     hidden, targets, keep = labelled_states(decoder, inputs)
-    sums = []
-    for start in range(0, len(targets), chunk_size):
-        h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
-        if torch.is_grad_enabled():  # keep only h; the chunk's logits are recomputed in backward
-            sums.append(checkpoint(_summed_nll, head, h, t, use_reentrant=False))
-        else:
-            sums.append(_summed_nll(head, h, t))
-    total = sum(sums) if sums else hidden.float().sum()  # no label at all: 0, and backward still runs
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad)
+    if fused and needs_grad and len(targets) and fusable_head(head):
+        total = LinearCrossEntropy.apply(hidden, head.weight, targets, min(chunk_size, FUSED_CHUNK))
+    else:
+        sums = []
+        for start in range(0, len(targets), chunk_size):
+            h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+            if torch.is_grad_enabled():  # keep only h; the chunk's logits are recomputed in backward
+                sums.append(checkpoint(_summed_nll, head, h, t, use_reentrant=False))
+            else:
+                sums.append(_summed_nll(head, h, t))
+        total = sum(sums) if sums else hidden.float().sum()  # no label at all: 0, and backward still runs
     count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     if torch.is_tensor(count):
         count = count.to(total.device)
@@ -92,6 +108,74 @@ def _summed_nll(head: Any, hidden: Any, targets: Any) -> Any:
 
     logits = head(hidden).float()  # (chunk, vocab), upcast as ForCausalLMLoss does
     return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def fusable_head(head: Any) -> bool:
+    """A plain bias-free ``nn.Linear`` head (adapters or quantised heads keep the checkpointed path)."""
+    import torch
+
+    return type(head) is torch.nn.Linear and head.bias is None
+
+
+def _linear_cross_entropy() -> Any:
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """Summed NLL of ``hidden @ weight.T`` against ``targets``, its gradients computed chunk by chunk in forward.
+
+        For one chunk, d(sum NLL)/d(logits) = softmax(logits) - onehot(targets); from it the chunk's
+        gradient for ``hidden`` (and ``weight``) is one matmul each, done while the logits exist.
+        Backward only scales the kept gradients by the incoming one (a scalar).
+        """
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, chunk_size: int) -> Any:
+            ctx.weight_dtype = weight.dtype
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+            for start in range(0, len(targets), chunk_size):
+                h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+                logits = (h @ weight.T).float()  # upcast as ForCausalLMLoss does
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory
+                probs[torch.arange(len(t), device=t.device), t] -= 1
+                grad_logits = probs.to(weight.dtype)
+                if grad_hidden is not None:
+                    grad_hidden[start : start + chunk_size] = grad_logits @ weight
+                if grad_weight is not None:
+                    grad_weight += (grad_logits.T @ h).float()
+            ctx.save_for_backward(grad_hidden, grad_weight)
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_total: Any) -> Any:
+            grad_hidden, grad_weight = ctx.saved_tensors
+            scale = grad_total.float()
+            return (
+                None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
+                None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype),
+                None,
+                None,
+            )
+
+    return LinearCrossEntropy
+
+
+class _Lazy:
+    """Builds the autograd Function on first use, so importing this module does not import torch."""
+
+    def __init__(self, build: Any):
+        self.build, self.built = build, None
+
+    def apply(self, *args: Any) -> Any:
+        if self.built is None:
+            self.built = self.build()
+        return self.built.apply(*args)
+
+
+LinearCrossEntropy = _Lazy(_linear_cross_entropy)
 
 
 def matches_model_loss(model: Any, decoder: Any, head: Any) -> bool:

@@ -148,6 +148,8 @@ def load_model(cfg: ModelConfig, load_in_4bit: bool = False) -> tuple[Any, Any, 
 
     tokenizer = load_tokenizer(source, cfg)
     extra = {"quantization_config": _nf4_config(), "device_map": {"": 0}} if load_in_4bit else {}
+    if cfg.attn_implementation != "auto":
+        extra["attn_implementation"] = cfg.attn_implementation
     model = _from_pretrained(AutoModelForCausalLM, source, cfg, dtype=_dtype(cfg.dtype), **extra)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(source)

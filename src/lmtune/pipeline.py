@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lmtune.build import apply_speed_levers, load_for_training
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.cache import tokenize_cached, tokenizer_digest
 from lmtune.data.encode import Encoder
@@ -26,7 +27,7 @@ from lmtune.evaluate.run import evaluate_model, metric_settings
 from lmtune.files import TMP_PREFIX, atomic_write_json, atomic_write_jsonl, atomic_write_text, fsync_folder, fsync_tree
 from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
-from lmtune.models import load_model, training_dtype
+from lmtune.plan import AUTO_GLOBAL_BATCH, make_plan, with_batch
 from lmtune.provenance import RECORD, run_record
 from lmtune.report import forgetting_line, text_table, write_reports
 from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder, resume_point
@@ -34,10 +35,10 @@ from lmtune.train import train
 
 logger = logging.getLogger(__name__)
 
-TRAINS_BASE_WEIGHTS = ("full", "freeze")  # the others keep the base frozen: it may be held in bfloat16
 
-
-def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo: Any = print) -> dict[str, Any]:
+def finetune(
+    cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo: Any = print, memory_budget: int | None = None
+) -> dict[str, Any]:
     """Run the whole pipeline; returns the contents of ``metrics.json``.
 
     Everything that can be checked is checked before the run folder is created, so a bad
@@ -61,47 +62,56 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    dtype = training_dtype(cfg.model.dtype, trains_base_weights=cfg.method in TRAINS_BASE_WEIGHTS)
-    model_cfg = cfg.model.model_copy(update={"dtype": dtype})
-    model, tokenizer, base = load_model(model_cfg, load_in_4bit=cfg.method in NEEDS_CUDA)
+    model, tokenizer, base, dtype = load_for_training(cfg)
     d = cfg.data
     encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
     tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
     train_rows, eval_rows, eval_examples = tokens.train, tokens.eval, tokens.eval_examples
     eval_owner = tokens.eval_owner
     check_enough_examples(len(train_rows), cfg)
+    reference = reference_rows(encoder, cfg.eval.reference)
+    regular = reference_rows(encoder, cfg.continual.reference)
+    fraction = cfg.continual.replay_fraction
+    replayed = replay_rows(regular, len(train_rows), fraction) if fraction else []
+    train_rows = train_rows + replayed
+    ctx = MethodContext(total_steps=total_steps(len(train_rows), cfg), base_path=base)
+    model = apply_method(model, cfg, ctx)
+    given = cfg  # config.yaml keeps the user's config as written (e.g. batch size auto)
+    levers = apply_speed_levers(model, cfg, train_rows)
+    if cfg.training.plan:  # before the run folder: a batch that cannot fit the budget leaves nothing behind
+        plan = make_plan(model, tokenizer, train_rows, eval_rows, cfg, memory_budget)
+        cfg = with_batch(cfg, plan.batch, plan.accumulation)
+        levers["plan"] = plan.facts()
     if checkpoint:
         echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
         continue_run_folder(out, checkpoint_step(checkpoint))
     else:
         prepare_run_folder(out, overwrite)
     record["model"].update(loaded_identity(model, tokenizer))
-    write_run_inputs(out, cfg, record, data)
+    write_run_inputs(out, given, record, data)
     echo(summary(data.report))
     echo(
-        f"data: {len(train_rows)} train / {len(eval_examples)} held-out examples "
+        f"data: {len(train_rows) - len(replayed)} train / {len(eval_examples)} held-out examples "
         f"({data.shape}, {encoder.template} layout{', tokens from cache' if cached else ''})"
     )
+    if replayed:
+        echo(f"replay: {len(replayed)} rows of {cfg.continual.reference} mixed into the training data")
+    if cfg.training.plan:
+        echo(plan.table())
 
     metrics: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
-    if cfg.eval.base:
-        echo("evaluating the base model ...")
-        metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows,
-                                                         eval_owner, cfg)  # fmt: skip
-
-    reference = _reference_rows(encoder, cfg.eval.reference)
-    if reference:
-        metrics["forgetting"] = {"reference": cfg.eval.reference, "threshold_percent": cfg.eval.forgetting_threshold}
-        metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
-    regular = _reference_rows(encoder, cfg.continual.reference)
-    if cfg.continual.replay_fraction:
-        extra = replay_rows(regular, len(train_rows), cfg.continual.replay_fraction)
-        train_rows = train_rows + extra
-        echo(f"replay: {len(extra)} rows of {cfg.continual.reference} mixed into the training data")
-
-    ctx = MethodContext(total_steps=total_steps(len(train_rows), cfg), base_path=base)
-    model = apply_method(model, cfg, ctx)
+    with base_weights_only(model):  # the method's layers are in place, switched off
+        if cfg.eval.base:
+            echo("evaluating the base model ...")
+            metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows,
+                                                             eval_owner, cfg)  # fmt: skip
+        if reference:
+            metrics["forgetting"] = {
+                "reference": cfg.eval.reference,
+                "threshold_percent": cfg.eval.forgetting_threshold,
+            }
+            metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
     penalty = None
     if cfg.continual.ewc_weight:
         fisher = fisher_diagonal(model, regular[: cfg.continual.ewc_samples], tokenizer.pad_token_id)
@@ -153,6 +163,7 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
         "trainable_percent": 100 * trainable / total,
         "method_settings": settings(cfg),
         "dtype": dtype,
+        **levers,
         "train_examples": len(train_rows),
         "eval_examples": len(eval_examples),
         "tasks": sorted(data.report["tasks"]),
@@ -163,6 +174,13 @@ def finetune(cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo
         "git_commit": (record["git"] or {}).get("commit"),
     }
     return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
+
+
+def base_weights_only(model: Any) -> Any:
+    """PEFT's ``disable_adapter()`` for an adapted model (the base's own outputs); nothing to switch off otherwise."""
+    from contextlib import nullcontext
+
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
 
 
 def finish_run(
@@ -261,69 +279,12 @@ def flat_scores(result: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def _reference_rows(encoder: Encoder, reference: str | None) -> list[dict[str, Any]]:
+def reference_rows(encoder: Encoder, reference: str | None) -> list[dict[str, Any]]:
     return [encoder.encode(ex) for ex in reference_examples(reference)] if reference else []
 
 
 def _ppl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: RunConfig) -> float:
     return perplexity(model, rows, tokenizer.pad_token_id, cfg.eval.batch_size)["perplexity"]
-
-
-def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> dict[str, Any]:
-    """Staged fine-tuning: each stage trains from the previous stage's weights.
-
-    A stage's adapter is merged into its base (``merge_and_unload``) and saved as
-    ``<stage folder>/merged``, the next stage's ``model.name``.  One ``metrics.json``
-    in ``training.output_dir`` holds a row per stage.
-    """
-    out = Path(cfg.training.output_dir)
-    prepare_run_folder(out, overwrite)
-    model_name = cfg.model.name
-    rows = []
-    for i, (name, stage) in enumerate(cfg.stage_configs()):
-        echo(f"\n=== stage {i + 1}: {name} ===")
-        stage = stage.model_copy(update={"model": stage.model.model_copy(update={"name": model_name})})
-        metrics = finetune(stage, overwrite=overwrite, echo=echo)
-        rows.append({"stage": name, "folder": stage.training.output_dir, **metrics})
-        model_name = str(merge_run(Path(stage.training.output_dir)))
-    combined = {
-        "stages": rows,
-        "base": rows[0].get("base", {}),
-        "finetuned": rows[-1]["finetuned"],
-        "train_time_s": sum(r["train_time_s"] for r in rows),
-    }
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    atomic_write_json(out / "metrics.json", combined)
-    write_reports(out)
-    echo("\n" + stage_table(combined))
-    echo(f"\nreport: {out / 'report.html'}")
-    return combined
-
-
-def merge_run(folder: Path) -> Path:
-    """The run's weights as one plain Hugging Face model folder (adapters merged in)."""
-    if not (folder / "adapter_config.json").is_file():
-        return folder  # full / freeze runs already are plain models
-    from lmtune.config import ModelConfig
-
-    model, tokenizer, _ = load_model(ModelConfig(name=str(folder)))
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else None
-    if merged is None:  # prompt-learning adapters have nothing to merge: keep training on top of them
-        raise ConfigError(
-            f"{folder}: a prompt-learning adapter cannot be merged; stages need full or LoRA-family methods"
-        )
-    target = folder / "merged"
-    merged.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
-
-
-def stage_table(combined: dict[str, Any]) -> str:
-    lines = []
-    for r in combined["stages"]:
-        lines.append(f"stage {r['stage']}:")
-        lines.append(text_table(r))
-    return "\n".join(lines)
 
 
 def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
@@ -348,7 +309,8 @@ def total_steps(n_train: int, cfg: RunConfig) -> int:
     t = cfg.training
     if t.max_steps > 0:
         return t.max_steps
-    batches = math.ceil(n_train / t.per_device_train_batch_size)
+    batch = t.per_device_train_batch_size
+    batches = math.ceil(n_train / (AUTO_GLOBAL_BATCH if batch == "auto" else batch))  # auto keeps this global batch
     per_epoch = max(batches // t.gradient_accumulation_steps, 1)
     return math.ceil(per_epoch * t.num_train_epochs)
 

@@ -23,13 +23,14 @@ from lmtune.guards import (
     non_finite_stop,
     out_of_memory,
 )
-from lmtune.loss import causal_lm_loss, loss_parts, matches_model_loss
+from lmtune.loss import causal_lm_loss, fusable_head, loss_parts, matches_model_loss
+from lmtune.speed.casts import adapter_input_casts
 
 logger = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
 EARLY_STOPPING_KEYS = ("early_stopping_patience", "early_stopping_threshold")
-LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss")
+LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss", "fused_loss", "fused_norm", "fast_dropout", "plan")
 """``training`` keys that configure lmtune itself, not TrainingArguments."""
 
 
@@ -43,6 +44,8 @@ def training_arguments(cfg: RunConfig) -> Any:
 def training_argument_values(cfg: RunConfig) -> dict[str, Any]:
     """The keyword arguments of ``TrainingArguments`` (or of a TRL config built on it) for this run."""
     args = cfg.training.model_dump()
+    if args["bf16"] == "auto":
+        args["bf16"] = mixed_precision_pays(cfg)
     for key in LMTUNE_KEYS:  # EarlyStoppingCallback's and lmtune's own settings, not TrainingArguments
         args.pop(key)
     if cfg.training.early_stopping_patience:
@@ -62,6 +65,18 @@ def training_argument_values(cfg: RunConfig) -> dict[str, Any]:
     args["seed"] = cfg.seed
     args["data_seed"] = args.get("data_seed", cfg.seed)
     return args
+
+
+def mixed_precision_pays(cfg: RunConfig) -> bool:
+    """``training.bf16: auto``: supervised runs whose frozen base is loaded in bfloat16 (``model.dtype: auto``).
+
+    Preference objectives keep float32 adapters' arithmetic: TRL's trainers were measured that way here.
+    """
+    from lmtune.methods import TRAINS_BASE_WEIGHTS
+    from lmtune.models import training_dtype
+
+    trains_base = cfg.method in TRAINS_BASE_WEIGHTS
+    return cfg.objective == "sft" and training_dtype(cfg.model.dtype, trains_base) == "bfloat16"
 
 
 def _keep_best_checkpoint(args: dict[str, Any]) -> None:
@@ -130,7 +145,8 @@ def train(
             self.evaluations += 1
             if self.evaluations % self.every or not state.is_world_process_zero:
                 return
-            scores = generation_score(model)  # generation puts the model back in training mode itself
+            with adapter_input_casts(model, enabled=True):  # generation runs outside autocast
+                scores = generation_score(model)  # generation puts the model back in training mode itself
             write_log_line(self.path, state, {f"gen_{k}": v for k, v in scores.items()})
 
     class Guard(TrainerCallback):
@@ -162,7 +178,7 @@ def train(
         extra.append(GenerationDuringTraining(out / TRAIN_LOG, cfg.eval.generate_every))
 
     packing = t.packing and use_packing(model)
-    lm_loss = chunked_loss(model, args) if t.chunked_loss else None
+    lm_loss = chunked_loss(model, args, fused=t.fused_loss) if t.chunked_loss else None
 
     class RegularizedTrainer(Trainer):
         """Trainer with lmtune's loss (labelled positions only, in chunks) plus a penalty term (EWC)."""
@@ -210,7 +226,9 @@ def train(
     with ctrl_c_requests_stop() as stop_requested:
         trainer.add_callback(Guard(stop_requested))
         try:
-            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            # under autocast the adapters take the bfloat16 input as it is (lmtune.speed.casts)
+            with adapter_input_casts(model, enabled=not args.bf16):
+                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except Exception as e:
             if is_out_of_memory(e):
                 raise out_of_memory(trainer.state.global_step + 1, e) from e
@@ -231,6 +249,8 @@ def train(
         "train_tokens_per_epoch": tokens,
         "packing": packing,
         "chunked_loss": lm_loss is not None,
+        "fused_loss": lm_loss is not None and t.fused_loss and fusable_head(loss_parts(model)[1]),
+        "bf16": bool(args.bf16),
         **early_stopping_facts(trainer),
         "trainer": trainer,
     }
@@ -257,7 +277,7 @@ def use_packing(model: Any) -> bool:
     return True
 
 
-def chunked_loss(model: Any, args: Any) -> Callable[[dict[str, Any], Any], Any] | None:
+def chunked_loss(model: Any, args: Any, fused: bool = False) -> Callable[[dict[str, Any], Any], Any] | None:
     """``loss(inputs, num_items_in_batch)`` on labelled positions only, or None (with a log line why)."""
     parts = loss_parts(model)
     if isinstance(parts, str):
@@ -269,7 +289,7 @@ def chunked_loss(model: Any, args: Any) -> Callable[[dict[str, Any], Any], Any] 
     elif not matches_model_loss(model, *parts):
         why = "on a tiny input it did not reproduce the model's own loss"
     else:
-        return partial(causal_lm_loss, *parts)
+        return partial(causal_lm_loss, *parts, fused=fused)
     logger.info("training.chunked_loss is off: %s; the model computes the loss over all positions", why)
     return None
 

@@ -35,6 +35,10 @@ class ModelConfig(_Section):
     hardware with fast bfloat16 matmuls (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else float32.
     Trainable adapter weights stay float32 (PEFT's default); full / freeze train float32 weights.
     Mixed precision is ``training.bf16`` / ``fp16``."""
+    attn_implementation: str = "auto"
+    """Attention kernel (``eager``, ``sdpa``, ``flash_attention_2``, ``flex_attention``, ...). ``auto``: eager
+    when training on a CPU and no training example is longer than 256 tokens (faster there on short rows),
+    else the library's default (SDPA). See ``lmtune.speed.attention``."""
 
 
 class LoraConfig(_Section):

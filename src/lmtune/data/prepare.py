@@ -157,6 +157,7 @@ def _no_held_out(cfg: DataConfig, train: list[Example]) -> DataError:
 def check_enough_examples(n_train: int, cfg: Any) -> None:
     """At least one full batch of training examples (``cfg`` is the RunConfig)."""
     batch = cfg.training.per_device_train_batch_size
+    batch = 1 if batch == "auto" else batch  # auto can go down to one example per step
     if n_train < batch:
         raise DataError(
             f"data.train: {n_train} training example{'s' if n_train != 1 else ''} left after cleaning, splitting "

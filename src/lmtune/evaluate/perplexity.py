@@ -12,7 +12,7 @@ from typing import Any
 
 from lmtune.data.collate import PadCollator
 from lmtune.data.encode import IGNORE
-from lmtune.loss import CHUNK, labelled_states, loss_parts
+from lmtune.loss import FUSED_CHUNK, labelled_states, loss_parts
 
 
 def perplexity(model: Any, encoded: list[dict[str, Any]], pad_token_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def _window_targets(targets: Any, begin: int, end: int, first: int) -> Any:
     return y
 
 
-def _labelled_nll(decoder: Any, head: Any, batch: dict[str, Any], chunk_size: int = CHUNK) -> tuple[Any, Any]:
+def _labelled_nll(decoder: Any, head: Any, batch: dict[str, Any], chunk_size: int = FUSED_CHUNK) -> tuple[Any, Any]:
     """(summed NLL, scored tokens) per row, running the LM head only on labelled positions.
 
     The plain path keeps (batch, length, vocab) float32 logits and their log-softmax: with a

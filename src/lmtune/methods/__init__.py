@@ -47,6 +47,7 @@ SECTIONS = {
 }  # fmt: skip
 PEFT_METHODS = {"lora", "dora", "qlora", "adalora", "ia3", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2"}
 NEEDS_CUDA = {"qlora"}
+TRAINS_BASE_WEIGHTS = ("full", "freeze")  # the others keep the base frozen: it may be held in bfloat16
 # Methods each non-sft objective trains with.  Prompt-learning adapters feed virtual tokens or cached keys
 # that TRL's trainers do not pass through their reference and generation passes; AdaLoRA needs its budget
 # callback inside the training loop, which lmtune only wires into its own (sft) Trainer.

@@ -1,0 +1,73 @@
+"""Memory facts for the planner: this process's resident memory, and the named parts of a run's peak.
+
+Weights, gradients and optimizer state are counted from the model's parameters; activations, logits,
+evaluation and generation are measured on the real model and data by ``probe.py``. Resident memory is
+what the operating system charges the process (``VmRSS``), the same figure ``bench/speed.py`` reports
+as peak RSS (``wait4``), so a prediction and a measurement compare like for like.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import Any
+
+MB = 1 << 20
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    return _kib_field("/proc/self/status", "VmRSS:") * 1024
+
+
+def available_bytes() -> int:
+    """Memory the machine can still give (``MemAvailable``): the default ``--memory-budget``."""
+    return _kib_field("/proc/meminfo", "MemAvailable:") * 1024
+
+
+def _kib_field(path: str, name: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(name):
+                return int(line.split()[1])
+    return 0
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the OS (glibc ``malloc_trim``), so the next peak is measured afresh."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+        pass
+
+
+class PeakWatch:
+    """The highest RSS of this process while the ``with`` block runs (sampled every few milliseconds)."""
+
+    def __init__(self, every_s: float = 0.005):
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+
+    def __enter__(self) -> PeakWatch:
+        self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.every_s)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def parameter_bytes(model: Any, optimizer: str) -> dict[str, int]:
+    """Weights as loaded; float32 gradients and optimizer state of the trainable parameters."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    states = 0 if "sgd" in optimizer else 1 if "adafactor" in optimizer or "lion" in optimizer else 2
+    return {"weights": weights, "gradients": 4 * trainable, "optimizer": 4 * states * trainable}

@@ -1,0 +1,128 @@
+"""A few real training steps on the run's own model and data, before the run: how long, how much memory.
+
+The first step takes the longest examples (an out-of-memory shows at step 1, not step 120); the
+activation bytes of a step are counted exactly, with autograd's saved-tensor hooks, for every batch
+size the planner considers; the time per token comes from a few timed steps on batches drawn the way
+training draws them. The model's weights and the random state are left as they were.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmtune.loss import FUSED_CHUNK
+
+TIMED_STEPS = 2
+
+
+@dataclass
+class StepFacts:
+    activations: dict[int, int] = field(default_factory=dict)
+    """Bytes kept for backward by one step on the longest examples, per batch size."""
+    logits: dict[int, int] = field(default_factory=dict)
+    """Bytes of the loss's largest chunk of float32 logits and its softmax (alive during a step), per batch size."""
+    seconds_per_token: float = 0.0
+    eval_seconds_per_token: float = 0.0
+
+
+def longest_first(rows: list[dict[str, list[int]]], n: int) -> list[dict[str, list[int]]]:
+    return sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)[:n]
+
+
+def probe_steps(
+    model: Any, loss: Any, collate: Any, rows: list, eval_rows: list, batch_sizes: list[int], bf16: bool, seed: int
+) -> StepFacts:
+    """Measure activations per batch size (longest examples) and seconds per token (forward + backward)."""
+    import torch
+
+    facts = StepFacts()
+    rng_state = torch.random.get_rng_state()
+    autocast = torch.autocast(_device(model), dtype=torch.bfloat16) if bf16 else nullcontext()
+    was_training = model.training
+    model.train()
+    try:
+        for b in sorted(batch_sizes, reverse=True):  # the largest first: an out-of-memory shows now
+            batch = _to(collate(longest_first(rows, b)), model)
+            facts.activations[b] = _saved_bytes(lambda batch=batch: _loss(loss, batch, autocast), model)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        labelled = max(sum(1 for t in r["labels"][1:] if t != -100) for r in longest_first(rows, 1))
+        facts.logits = {b: 2 * 4 * vocab * min(FUSED_CHUNK, labelled * b) for b in batch_sizes}
+        draw = random.Random(seed)
+        b = max(batch_sizes)
+        batches = [_to(collate(draw.sample(rows, min(b, len(rows)))), model) for _ in range(TIMED_STEPS)]
+        spent, tokens = 0.0, 0
+        for batch in batches:  # the activation counts above warmed up kernels and the allocator
+            start = time.perf_counter()
+            _loss(loss, batch, autocast).backward()
+            model.zero_grad(set_to_none=True)
+            spent, tokens = spent + time.perf_counter() - start, tokens + int(batch["input_ids"].numel())
+        facts.seconds_per_token = spent / max(tokens, 1)
+        if eval_rows:
+            batch = _to(collate(draw.sample(eval_rows, min(b, len(eval_rows)))), model)
+            with torch.no_grad():
+                start = time.perf_counter()
+                _loss(loss, batch, autocast)
+                facts.eval_seconds_per_token = (time.perf_counter() - start) / int(batch["input_ids"].numel())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        torch.random.set_rng_state(rng_state)
+    return facts
+
+
+def _loss(loss: Any, batch: dict[str, Any], autocast: Any) -> Any:
+    with autocast:
+        return loss(batch)
+
+
+def _saved_bytes(forward: Any, model: Any) -> int:
+    """Bytes autograd keeps for backward during ``forward()`` (parameters excluded); backward then frees them."""
+    import torch
+
+    params = {p.data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        ptr = t.data_ptr()
+        if ptr not in params:
+            kept[ptr] = max(kept.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        value = forward()
+    value.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(kept.values())
+
+
+def _device(model: Any) -> str:
+    return next(model.parameters()).device.type
+
+
+def _to(batch: dict[str, Any], model: Any) -> dict[str, Any]:
+    device = next(model.parameters()).device
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def optimizer_seconds(trainable: int, optim: str, sample: int = 1 << 22) -> float:
+    """Seconds one optimizer step takes over ``trainable`` float32 parameters, timed on scratch tensors.
+
+    Scratch tensors of up to 4 M elements, scaled linearly: the step is elementwise work over the
+    parameters, gradients and states, and the run's own weights stay untouched.
+    """
+    import torch
+
+    n = max(min(trainable, sample), 1)
+    weight = torch.nn.Parameter(torch.zeros(n))
+    weight.grad = torch.full((n,), 1e-3)
+    make = torch.optim.SGD if "sgd" in optim else torch.optim.AdamW
+    opt = make([weight], lr=1e-3)
+    opt.step()  # creates the states
+    start = time.perf_counter()
+    for _ in range(3):
+        opt.step()
+    return (time.perf_counter() - start) / 3 * trainable / n

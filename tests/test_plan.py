@@ -1,0 +1,116 @@
+"""``lmtune plan`` and ``per_device_train_batch_size: auto``: named parts, batch choice, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import tiny_run_raw
+
+from lmtune.cli import main
+from lmtune.config import validate_config
+from lmtune.errors import ConfigError, LmtuneError
+from lmtune.plan.command import parse_size, plan_run
+
+PARTS = ("libraries and runtime", "weights", "gradients", "optimizer state", "activations (longest batch)",
+         "logits (one loss chunk)", "evaluation and generation")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wide_llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A small random Llama wide enough that a batch of 8 keeps tens of MB more for backward than a batch of 4."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=3,
+                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("wide-llama")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def raw_config(model_dir: Path, task_files: Any, out: Path, **training: Any) -> dict[str, Any]:
+    raw = tiny_run_raw(model_dir, *task_files, out, method="lora")
+    raw["training"].update(max_steps=-1, num_train_epochs=1, report_to="none", **training)
+    raw["eval"].update(base=False, metrics=["perplexity"])
+    return raw
+
+
+def test_sizes_read_as_users_write_them():
+    assert parse_size("6GB") == parse_size("6G") == parse_size("6144MB") == parse_size("6144") == 6 << 30
+    assert parse_size("1.5GiB") == int(1.5 * (1 << 30))
+    with pytest.raises(LmtuneError, match="--memory-budget: 'lots' is not a size"):
+        parse_size("lots")
+
+
+def test_plan_names_each_part_and_the_larger_batch_needs_more(wide_llama_dir, task_files, tmp_path):
+    cfg = validate_config(raw_config(wide_llama_dir, task_files, tmp_path / "run", per_device_train_batch_size="auto"))
+    lines: list[str] = []
+    plan = plan_run(cfg, echo=lines.append)
+    assert list(plan.parts) == list(PARTS)
+    *fixed, activations, logits, evaluation = plan.parts.values()
+    assert plan.peak == sum(fixed) + max(activations + logits, evaluation)
+    assert set(plan.candidates) == {8, 4, 2, 1}
+    assert plan.candidates[8] > plan.candidates[4] >= plan.candidates[2] >= plan.candidates[1]
+    assert plan.batch == 8 and plan.accumulation == 1  # the machine has room for the largest
+    assert plan.steps == 2 and plan.tokens > 0 and plan.train_seconds > 0  # 16 rows, global batch 8
+    assert "predicted peak memory" in lines[0] and not (tmp_path / "run").exists()  # nothing written
+
+
+def test_auto_batch_under_a_budget_that_fits_only_four_picks_four_and_doubles_accumulation(
+    wide_llama_dir, task_files, tmp_path
+):
+    """Fresh processes, as a user runs them: the plan's per-batch peaks, then a train under a budget between 4 and 8."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw_config(wide_llama_dir, task_files, tmp_path / "run",
+                                                per_device_train_batch_size="auto")))  # fmt: skip
+    planned = lmtune("plan", str(config))
+    line = next(x for x in planned.splitlines() if "predicted peak per batch size" in x)
+    peaks = {int(b): float(mb.replace(",", "")) for b, mb in re.findall(r"(\d+): ([\d,]+) MB", line)}
+    assert peaks[8] > peaks[4]
+    lmtune("train", str(config), "--memory-budget", f"{(peaks[4] + peaks[8]) / 2:.0f}MB")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    plan = metrics["run"]["plan"]
+    assert (plan["batch"], plan["gradient_accumulation_steps"]) == (4, 2)
+    assert metrics["run"]["steps"] == 2  # the global batch stayed 8: 16 rows, one epoch, two optimizer steps
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["training"]["per_device_train_batch_size"] == "auto"  # the user's config as given
+
+
+def lmtune(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_budget_too_small_for_one_example_is_one_line_and_leaves_nothing(
+    wide_llama_dir, task_files, tmp_path, capsys
+):
+    config = tmp_path / "run.yaml"
+    raw = raw_config(wide_llama_dir, task_files, tmp_path / "run", per_device_train_batch_size="auto")
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(config), "--memory-budget", "10MB"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmtune: error: training.per_device_train_batch_size: even batch 1 needs") and "\n" not in err
+    assert "over the memory budget of 10 MB" in err
+    assert not (tmp_path / "run").exists()
+    assert main(["plan", str(config), "--memory-budget", "many"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "lmtune: error: --memory-budget: 'many' is not a size (e.g. 6GB or 6000MB)"
+    )
+
+
+def test_auto_batch_is_refused_where_no_plan_chooses_it(tiny_llama_dir, task_files, tmp_path):
+    raw = raw_config(tiny_llama_dir, task_files, tmp_path / "run", per_device_train_batch_size="auto", plan=False)
+    with pytest.raises(ConfigError, match="auto is chosen by the plan"):
+        validate_config(raw)
