@@ -9,8 +9,6 @@ as peak RSS (``wait4``), so a prediction and a measurement compare like for like
 from __future__ import annotations
 
 import ctypes
-import threading
-import time
 from typing import Any
 
 MB = 1 << 20
@@ -40,29 +38,6 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to hand back this way
         pass
-
-
-class PeakWatch:
-    """The highest RSS of this process while the ``with`` block runs (sampled every few milliseconds)."""
-
-    def __init__(self, every_s: float = 0.005):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
-
-    def __enter__(self) -> PeakWatch:
-        self.peak = rss_bytes()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(self.every_s)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
 
 
 def parameter_bytes(model: Any, optimizer: str) -> dict[str, int]:
