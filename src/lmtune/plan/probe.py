@@ -53,25 +53,32 @@ def probe_steps(
         facts.logits = {b: 2 * 4 * vocab * min(FUSED_CHUNK, labelled * b) for b in batch_sizes}
         draw = random.Random(seed)
         b = max(batch_sizes)
-        batches = [_to(collate(draw.sample(rows, min(b, len(rows)))), model) for _ in range(TIMED_STEPS)]
+        samples = [draw.sample(rows, min(b, len(rows))) for _ in range(TIMED_STEPS)]
         spent, tokens = 0.0, 0
-        for batch in batches:  # the activation counts above warmed up kernels and the allocator
+        for sample in samples:  # the activation counts above warmed up kernels and the allocator
+            batch = _to(collate(sample), model)
             start = time.perf_counter()
             _loss(loss, batch, autocast).backward()
             model.zero_grad(set_to_none=True)
-            spent, tokens = spent + time.perf_counter() - start, tokens + int(batch["input_ids"].numel())
+            # per token of the examples, not of the (packed or padded) batch: the run's token count is of examples
+            spent, tokens = spent + time.perf_counter() - start, tokens + _tokens(sample)
         facts.seconds_per_token = spent / max(tokens, 1)
         if eval_rows:
-            batch = _to(collate(draw.sample(eval_rows, min(b, len(eval_rows)))), model)
+            sample = draw.sample(eval_rows, min(b, len(eval_rows)))
+            batch = _to(collate(sample), model)
             with torch.no_grad():
                 start = time.perf_counter()
                 _loss(loss, batch, autocast)
-                facts.eval_seconds_per_token = (time.perf_counter() - start) / int(batch["input_ids"].numel())
+                facts.eval_seconds_per_token = (time.perf_counter() - start) / _tokens(sample)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
         torch.random.set_rng_state(rng_state)
     return facts
+
+
+def _tokens(rows: list[dict[str, list[int]]]) -> int:
+    return sum(len(r["input_ids"]) for r in rows)
 
 
 def _loss(loss: Any, batch: dict[str, Any], autocast: Any) -> Any:
