@@ -20,6 +20,7 @@ when Trainer passes it (gradient accumulation), else the mean over the batch's l
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from lmtune.data.encode import IGNORE
@@ -75,7 +76,7 @@ def causal_lm_loss(
     hidden, targets, keep = labelled_states(decoder, inputs)
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad)
     if fused and needs_grad and len(targets) and fusable_head(head):
-        total = LinearCrossEntropy.apply(hidden, head.weight, targets, min(chunk_size, FUSED_CHUNK))
+        total = _linear_cross_entropy().apply(hidden, head.weight, targets, min(chunk_size, FUSED_CHUNK))
     else:
         sums = []
         for start in range(0, len(targets), chunk_size):
@@ -117,7 +118,9 @@ def fusable_head(head: Any) -> bool:
     return type(head) is torch.nn.Linear and head.bias is None
 
 
+@cache
 def _linear_cross_entropy() -> Any:
+    """The autograd Function, built on first use so that importing this module does not import torch."""
     import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
@@ -161,21 +164,6 @@ def _linear_cross_entropy() -> Any:
             )
 
     return LinearCrossEntropy
-
-
-class _Lazy:
-    """Builds the autograd Function on first use, so importing this module does not import torch."""
-
-    def __init__(self, build: Any):
-        self.build, self.built = build, None
-
-    def apply(self, *args: Any) -> Any:
-        if self.built is None:
-            self.built = self.build()
-        return self.built.apply(*args)
-
-
-LinearCrossEntropy = _Lazy(_linear_cross_entropy)
 
 
 def matches_model_loss(model: Any, decoder: Any, head: Any) -> bool:
