@@ -18,7 +18,7 @@ from lmtune.config import validate_config
 from lmtune.errors import ConfigError, LmtuneError
 from lmtune.plan.command import parse_size, plan_run
 
-PARTS = ("libraries and runtime", "weights", "gradients", "optimizer state", "activations (longest batch)",
+PARTS = ("libraries and runtime", "weights", "optimizer state", "gradients", "activations (longest batch)",
          "logits (one loss chunk)", "evaluation and generation")  # fmt: skip
 
 
@@ -58,8 +58,8 @@ def test_plan_names_each_part_and_the_larger_batch_needs_more(wide_llama_dir, ta
     lines: list[str] = []
     plan = plan_run(cfg, echo=lines.append)
     assert list(plan.parts) == list(PARTS)
-    *fixed, activations, logits, evaluation = plan.parts.values()
-    assert plan.peak == sum(fixed) + max(activations + logits, evaluation)
+    *fixed, gradients, activations, logits, evaluation = plan.parts.values()
+    assert plan.peak == sum(fixed) + max(gradients + activations + logits, evaluation)
     assert set(plan.candidates) == {8, 4, 2, 1}
     assert plan.candidates[8] > plan.candidates[4] >= plan.candidates[2] >= plan.candidates[1]
     assert plan.batch == 8 and plan.accumulation == 1  # the machine has room for the largest
@@ -72,12 +72,14 @@ def test_auto_batch_under_a_budget_that_fits_only_four_picks_four_and_doubles_ac
 ):
     """Fresh processes, as a user runs them: the plan's per-batch peaks, then a train under a budget between 4 and 8."""
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(raw_config(wide_llama_dir, task_files, tmp_path / "run",
-                                                per_device_train_batch_size="auto")))  # fmt: skip
+    raw = raw_config(wide_llama_dir, long_rows(tmp_path), tmp_path / "run", per_device_train_batch_size="auto")
+    raw["data"]["max_length"] = 256
+    config.write_text(yaml.safe_dump(raw))
     planned = lmtune("plan", str(config))
     line = next(x for x in planned.splitlines() if "predicted peak per batch size" in x)
     peaks = {int(b): float(mb.replace(",", "")) for b, mb in re.findall(r"(\d+): ([\d,]+) MB", line)}
-    assert peaks[8] > peaks[4]
+    # the step peaks are measured (VmHWM) and vary by ~30 MB between processes: a gap well above that
+    assert peaks[8] - peaks[4] > 100, line
     lmtune("train", str(config), "--memory-budget", f"{(peaks[4] + peaks[8]) / 2:.0f}MB")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     plan = metrics["run"]["plan"]
@@ -85,6 +87,19 @@ def test_auto_batch_under_a_budget_that_fits_only_four_picks_four_and_doubles_ac
     assert metrics["run"]["steps"] == 2  # the global batch stayed 8: 16 rows, one epoch, two optimizer steps
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["training"]["per_device_train_batch_size"] == "auto"  # the user's config as given
+
+
+def long_rows(folder: Path) -> tuple[Path, Path]:
+    """16 training rows of ~200 tokens: a batch of 8 keeps far more for backward than a batch of 4."""
+    import random
+
+    words = "rain sun wind cloud snow fog storm clear cold warm dry wet calm gust".split()
+    draw = random.Random(0)
+    rows = [{"prompt": f"Forecast {i}:", "completion": " ".join(draw.choices(words, k=180))} for i in range(20)]
+    train, held_out = folder / "long_train.jsonl", folder / "long_eval.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:16]))
+    held_out.write_text("".join(json.dumps(r) + "\n" for r in rows[16:]))
+    return train, held_out
 
 
 def lmtune(*args: str) -> str:

@@ -22,6 +22,7 @@ from lmtune.loss import causal_lm_loss, fusable_head, loss_parts
 from lmtune.pipeline import finetune
 from lmtune.speed.attention import EAGER_MAX_LENGTH, attention_for
 from lmtune.speed.dropout import LEVELS, fast_dropout_class, use_fast_dropout
+from lmtune.speed.head import contiguous_head_input
 from lmtune.speed.norm import use_fused_norm
 
 # --------------------------------------------------------------------------- fused loss
@@ -148,6 +149,36 @@ def test_auto_attention_is_eager_only_for_short_rows_on_a_cpu():
     assert attention_for("sdpa", 128, on_cpu=True) == "sdpa"
 
 
+# --------------------------------------------------------------------------- contiguous head input
+
+
+def test_head_gets_a_contiguous_input_and_gives_the_same_logits():
+    head = torch.nn.Linear(16, 64, bias=False).to(torch.bfloat16)
+    model = type("Tiny", (), {"get_output_embeddings": lambda self: head})()
+    hidden = torch.randn(4, 5, 16, dtype=torch.bfloat16)
+    last = hidden[:, -1:, :]  # generate's logits_to_keep=1 view
+    assert not last.is_contiguous()
+    expected = head(last.contiguous())
+    contiguous_head_input(model)
+    contiguous_head_input(model)  # a second call adds nothing
+    seen = []
+    head.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))  # runs after ours
+    assert torch.equal(head(last), expected)
+    assert seen == [True] and len(head._forward_pre_hooks) == 2
+
+
+def test_generation_is_unchanged_by_the_contiguous_head(tiny_llama_dir):
+    from lmtune.config import ModelConfig
+    from lmtune.evaluate.generate import generate
+    from lmtune.models import load_model
+
+    model, tokenizer, _ = load_model(ModelConfig(name=str(tiny_llama_dir), dtype="bfloat16"))
+    prompts = [[1, 5, 9, 13], [1, 7], [1, 2, 3]]
+    patched = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    model.get_output_embeddings()._forward_pre_hooks.clear()
+    assert generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3) == patched
+
+
 # --------------------------------------------------------------------------- short runs, each lever on vs off
 
 LEVERS = {
@@ -159,6 +190,7 @@ LEVERS = {
     "fast_dropout": ({"training": {"fast_dropout": True}}, {"training": {"fast_dropout": False}}, 5e-3),
     # bfloat16 autocast against float32 adapter arithmetic, both on bfloat16 base weights (measured: 1.3e-4)
     "bf16": ({"training": {"bf16": True}}, {"training": {"bf16": False}}, 5e-3),
+    "trim_memory": ({"training": {"trim_memory": True}}, {"training": {"trim_memory": False}}, 1e-6),
 }
 
 
@@ -191,5 +223,6 @@ def test_short_run_logs_the_same_losses_with_each_lever_on_and_off(tmp_path, tin
         "fast_dropout": lambda r: r["fast_dropout_modules"] > 0,
         "fused_norm": lambda r: r["fused_norm_modules"] > 0,
         "bf16": lambda r: r["bf16"],
+        "trim_memory": lambda r: r["memory_trims"] > 0,
     }[lever]
     assert facts(run_on) and not facts(run_off)  # the switch really switched it

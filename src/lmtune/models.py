@@ -29,6 +29,7 @@ from typing import Any
 
 from lmtune.config import EMBEDDED_MODEL, ModelConfig
 from lmtune.errors import ModelError
+from lmtune.speed.head import contiguous_head_input
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def load_model(cfg: ModelConfig, load_in_4bit: bool = False) -> tuple[Any, Any, 
     if cfg.attn_implementation != "auto":
         extra["attn_implementation"] = cfg.attn_implementation
     model = _from_pretrained(AutoModelForCausalLM, source, cfg, dtype=_dtype(cfg.dtype), **extra)
+    contiguous_head_input(model)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(source)
 
@@ -169,6 +171,7 @@ def load_run(folder: Path, cfg: ModelConfig | None = None) -> tuple[Any, Any, st
         raise ModelError(f"{folder}/adapter_config.json: no base_model_name_or_path")
     tokenizer = load_tokenizer(folder if (folder / "tokenizer_config.json").is_file() else base_source, cfg)
     model = _from_pretrained(AutoModelForCausalLM, base_source, cfg, dtype=_dtype(cfg.dtype))
+    contiguous_head_input(model)
     refuse_pickle_weights(folder, cfg)  # the adapter's own weights
     model = PeftModel.from_pretrained(model, folder)
     _sync_pad(model, tokenizer)

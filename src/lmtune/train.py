@@ -24,13 +24,15 @@ from lmtune.guards import (
     out_of_memory,
 )
 from lmtune.loss import causal_lm_loss, fusable_head, loss_parts, matches_model_loss
+from lmtune.speed.allocator import trim_callback
 from lmtune.speed.casts import adapter_input_casts
 
 logger = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
 EARLY_STOPPING_KEYS = ("early_stopping_patience", "early_stopping_threshold")
-LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss", "fused_loss", "fused_norm", "fast_dropout", "plan")
+LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss", "fused_loss", "fused_norm", "fast_dropout", "plan",
+               "trim_memory")  # fmt: skip
 """``training`` keys that configure lmtune itself, not TrainingArguments."""
 
 
@@ -176,6 +178,8 @@ def train(
         extra.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     if generation_score and cfg.eval.generate_every:
         extra.append(GenerationDuringTraining(out / TRAIN_LOG, cfg.eval.generate_every))
+    trims = trim_callback() if t.trim_memory else None
+    extra += [trims] if trims else []
 
     packing = t.packing and use_packing(model)
     lm_loss = chunked_loss(model, args, fused=t.fused_loss) if t.chunked_loss else None
@@ -251,6 +255,7 @@ def train(
         "chunked_loss": lm_loss is not None,
         "fused_loss": lm_loss is not None and t.fused_loss and fusable_head(loss_parts(model)[1]),
         "bf16": bool(args.bf16),
+        "memory_trims": trims.trims if trims else 0,
         **early_stopping_facts(trainer),
         "trainer": trainer,
     }

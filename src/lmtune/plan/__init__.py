@@ -15,15 +15,16 @@ from typing import Any
 from lmtune.config import RunConfig
 from lmtune.errors import ConfigError
 from lmtune.loss import FUSED_CHUNK
-from lmtune.plan.memory import MB, available_bytes, parameter_bytes, release_free_memory, rss_bytes
+from lmtune.plan.memory import MB, available_bytes, parameter_bytes, rss_bytes
 from lmtune.plan.probe import StepFacts, optimizer_seconds, probe_steps
+from lmtune.speed.allocator import release_free_memory
 
 AUTO_GLOBAL_BATCH = 8
 """``per_device_train_batch_size: auto`` keeps a global batch of 8 x gradient_accumulation_steps."""
 ACTIVATION_OVERHEAD = 2.0
-"""Resident memory per byte autograd keeps for backward: backward allocates gradients of about the same
-size while the kept tensors are freed, and the allocator keeps what was freed. Calibrated on one run
-(E2E, LoRA, batch 8, this 2-core machine) and checked on the others in ``bench/plan.py``."""
+"""Where the peak of a step cannot be read (no ``/proc/self/clear_refs``): resident memory per byte autograd
+keeps for backward, as backward allocates about as much again while the kept tensors are freed.
+Calibrated on one run (E2E, LoRA, batch 8, this 2-core machine)."""
 
 
 @dataclass
@@ -31,8 +32,8 @@ class Plan:
     batch: int
     accumulation: int
     parts: dict[str, int]
-    """Named parts, in bytes: the peak is the first four plus the larger of a training step (activations and
-    logits) and evaluation (it runs between steps, when no activations are kept)."""
+    """Named parts, in bytes: the peak is the first three plus the larger of a training step (gradients,
+    activations and logits) and evaluation (it runs between steps, when none of those are kept)."""
     peak: int
     train_seconds: float
     steps: int
@@ -89,10 +90,11 @@ def make_plan(
     facts = probe_steps(model, loss, collate, train_rows, eval_rows, sizes, bool(args.bf16), cfg.seed)
     params = parameter_bytes(model, str(args.optim))
     fixed = {"libraries and runtime": base - params["weights"], "weights": params["weights"],
-             "gradients": params["gradients"], "optimizer state": params["optimizer"]}  # fmt: skip
+             "optimizer state": params["optimizer"]}  # fmt: skip
     evaluation = _evaluation_bytes(model, eval_rows, cfg)
-    # evaluation runs between training steps: the gradients and optimizer state stay, the activations are gone
-    peaks = {b: sum(fixed.values()) + max(_step_bytes(facts, b), evaluation) for b in sizes}
+    steps = {b: _step_bytes(facts, b, params["gradients"]) for b in sizes}
+    # evaluation runs between training steps: the optimizer state stays, activations and gradients are gone
+    peaks = {b: sum(fixed.values()) + max(steps[b], evaluation) for b in sizes}
     if budget is None and auto:
         budget = base + available_bytes()
     fitting = [b for b in sizes if budget is None or peaks[b] <= budget]
@@ -105,8 +107,7 @@ def make_plan(
     accumulation = AUTO_GLOBAL_BATCH * cfg.training.gradient_accumulation_steps // batch if auto else \
         cfg.training.gradient_accumulation_steps  # fmt: skip
     final = with_batch(cfg, batch, accumulation)
-    parts = {**fixed, "activations (longest batch)": int(ACTIVATION_OVERHEAD * facts.activations[batch]),
-             "logits (one loss chunk)": facts.logits[batch], "evaluation and generation": evaluation}  # fmt: skip
+    parts = {**fixed, **_step_parts(facts, batch, params["gradients"]), "evaluation and generation": evaluation}
     steps, tokens = _steps_and_tokens(train_rows, final)
     seconds = tokens * facts.seconds_per_token + steps * optimizer_seconds(_trainable(model), str(args.optim))
     seconds += _evaluations(final, steps) * sum(len(r["input_ids"]) for r in eval_rows) * facts.eval_seconds_per_token
@@ -121,8 +122,18 @@ def with_batch(cfg: RunConfig, batch: int, accumulation: int) -> RunConfig:
     return cfg.model_copy(update={"training": training})
 
 
-def _step_bytes(facts: StepFacts, batch: int) -> int:
-    return int(ACTIVATION_OVERHEAD * facts.activations[batch]) + facts.logits[batch]
+def _step_bytes(facts: StepFacts, batch: int, gradients: int) -> int:
+    """What a training step adds at its peak: measured where the probe could read the peak, else estimated."""
+    return sum(_step_parts(facts, batch, gradients).values())
+
+
+def _step_parts(facts: StepFacts, batch: int, gradients: int) -> dict[str, int]:
+    logits = facts.logits[batch]
+    if batch in facts.step_peak:  # the measured peak holds all three: name each, the activations as the rest
+        activations = max(facts.step_peak[batch] - gradients - logits, 0)
+        return {"gradients": gradients, "activations (longest batch)": activations, "logits (one loss chunk)": logits}
+    return {"gradients": gradients, "activations (longest batch)": int(ACTIVATION_OVERHEAD * facts.activations[batch]),
+            "logits (one loss chunk)": logits}  # fmt: skip
 
 
 def _evaluation_bytes(model: Any, eval_rows: list, cfg: RunConfig) -> int:

@@ -8,7 +8,6 @@ as peak RSS (``wait4``), so a prediction and a measurement compare like for like
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 MB = 1 << 20
@@ -32,12 +31,19 @@ def _kib_field(path: str, name: str) -> int:
     return 0
 
 
-def release_free_memory() -> None:
-    """Hand the allocator's free pages back to the OS (glibc ``malloc_trim``), so the next peak is measured afresh."""
+def reset_peak() -> bool:
+    """Start a new peak-RSS measurement (``VmHWM``, reset through ``/proc/self/clear_refs``); False if not possible."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
-        pass
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """The highest resident memory since the process started or since `reset_peak`."""
+    return _kib_field("/proc/self/status", "VmHWM:") * 1024
 
 
 def parameter_bytes(model: Any, optimizer: str) -> dict[str, int]:

@@ -1,9 +1,10 @@
 """A few real training steps on the run's own model and data, before the run: how long, how much memory.
 
-The first step takes the longest examples (an out-of-memory shows at step 1, not step 120); the
-activation bytes of a step are counted exactly, with autograd's saved-tensor hooks, for every batch
-size the planner considers; the time per token comes from a few timed steps on batches drawn the way
-training draws them. The model's weights and the random state are left as they were.
+The first step takes the longest examples (an out-of-memory shows at step 1, not step 120); for every
+batch size the planner considers, the step's peak resident memory is measured (``VmHWM``) and the
+activation bytes it keeps for backward are counted exactly, with autograd's saved-tensor hooks; the
+time per token comes from a few timed steps on batches drawn the way training draws them. The model's
+weights and the random state are left as they were.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmtune.loss import FUSED_CHUNK
+from lmtune.plan.memory import peak_rss_bytes, reset_peak, rss_bytes
+from lmtune.speed.allocator import release_free_memory
 
-TIMED_STEPS = 2
+TIMED_STEPS = 3
 
 
 @dataclass
 class StepFacts:
     activations: dict[int, int] = field(default_factory=dict)
     """Bytes kept for backward by one step on the longest examples, per batch size."""
+    step_peak: dict[int, int] = field(default_factory=dict)
+    """Resident memory one step on the longest examples added at its peak (forward and backward, gradients
+    included), per batch size, over the memory before the first probe step: read on the largest batch, scaled
+    by the kept activations for the others; empty where it cannot be read."""
     logits: dict[int, int] = field(default_factory=dict)
     """Bytes of the loss's largest chunk of float32 logits and its softmax (alive during a step), per batch size."""
     seconds_per_token: float = 0.0
@@ -40,6 +47,7 @@ def probe_steps(
     import torch
 
     facts = StepFacts()
+    base = _settled_rss()
     rng_state = torch.random.get_rng_state()
     autocast = torch.autocast(_device(model), dtype=torch.bfloat16) if bf16 else nullcontext()
     was_training = model.training
@@ -48,6 +56,21 @@ def probe_steps(
         for b in sorted(batch_sizes, reverse=True):  # the largest first: an out-of-memory shows now
             batch = _to(collate(longest_first(rows, b)), model)
             facts.activations[b] = _saved_bytes(lambda batch=batch: _loss(loss, batch, autocast), model)
+            if b == max(batch_sizes):  # once more, measured: the first step also set up kernels and the allocator
+                _settled_rss()
+                if reset_peak():
+                    _saved_bytes(lambda batch=batch: _loss(loss, batch, autocast), model)
+                    facts.step_peak[b] = peak_rss_bytes() - base
+            del batch
+            _settled_rss()
+        if facts.step_peak:
+            # the peak is read once, on the largest batch: read again after it, what the allocator kept makes
+            # smaller batches look smaller or larger by tens of MB; the kept activations scale exactly
+            largest = max(batch_sizes)
+            for b in batch_sizes:
+                facts.step_peak[b] = (
+                    facts.step_peak[largest] * facts.activations[b] // max(facts.activations[largest], 1)
+                )
         vocab = model.get_output_embeddings().weight.shape[0]
         labelled = max(sum(1 for t in r["labels"][1:] if t != -100) for r in longest_first(rows, 1))
         facts.logits = {b: 2 * 4 * vocab * min(FUSED_CHUNK, labelled * b) for b in batch_sizes}
@@ -75,6 +98,11 @@ def probe_steps(
         model.train(was_training)
         torch.random.set_rng_state(rng_state)
     return facts
+
+
+def _settled_rss() -> int:
+    release_free_memory()
+    return rss_bytes()
 
 
 def _tokens(rows: list[dict[str, list[int]]]) -> int:
