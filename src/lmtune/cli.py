@@ -17,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import LmtuneError
+from lmtune.launch.agent import report_error
+from lmtune.launch.command import add_launch_arguments
 
 DEMO_DATA = "data/demo"
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
     from lmtune.config import load_config
+    from lmtune.launch.command import launch_of, train_in_processes
     from lmtune.pipeline import finetune
     from lmtune.stages import run_stages
 
     cfg = load_config(args.config, args.set or [])
+    if (launch := launch_of(args)).needed:
+        return train_in_processes(cfg, args, launch)
     if cfg.stages:
         if args.resume:
             raise LmtuneError("--resume: staged runs start again from the first stage (use --overwrite)")
@@ -49,10 +54,12 @@ def _budget(args: argparse.Namespace) -> int | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from lmtune.evaluate.review import print_review_scores, print_review_sheet, review_from_run
+
     if args.score_review:
-        return _score_review(Path(args.score_review))
+        return print_review_scores(Path(args.score_review))
     if args.human_review and not args.data:
-        return _review_from_run(Path(args.model), Path(args.human_review))
+        return review_from_run(Path(args.model), Path(args.human_review))
     if not args.data:
         raise LmtuneError("eval: --data FILE is required (except with --score-review, or --human-review on a run)")
     from lmtune.config import METRICS
@@ -72,25 +79,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "metric_settings"}, indent=2))
     if args.human_review:
         base = _baseline_predictions(args, data.examples, metrics)
-        _write_review(base, predictions, Path(args.human_review))
+        print_review_sheet(base, predictions, Path(args.human_review))
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, result)
         if predictions:
             atomic_write_jsonl(out.with_name(out.stem + ".predictions.jsonl"), predictions)
-
-
-def _review_from_run(run: Path, sheet: Path) -> None:
-    """A review sheet from the answers a run already wrote (base and fine-tuned, same prompts)."""
-    files = [run / "predictions_base.jsonl", run / "predictions_finetuned.jsonl"]
-    if missing := [f for f in files if not f.is_file()]:
-        raise LmtuneError(
-            f"--human-review: {missing[0]} not found; give a run folder evaluated with eval.base: true, "
-            "or --data FILE to generate the answers now"
-        )
-    base, finetuned = ([json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()] for f in files)
-    _write_review(base, finetuned, sheet)
 
 
 def _baseline_predictions(args: argparse.Namespace, examples: list, metrics: list[str]) -> list[dict]:
@@ -111,32 +106,6 @@ def _baseline_predictions(args: argparse.Namespace, examples: list, metrics: lis
         model, tokenizer, encoder, examples, wanted, args.max_samples, args.max_new_tokens, args.batch_size
     )
     return predictions
-
-
-def _write_review(base: list[dict], finetuned: list[dict], sheet: Path) -> None:
-    from lmtune.evaluate.review import write_review_sheet
-
-    paths = write_review_sheet(base, finetuned, sheet)
-    print(
-        f"review sheet: {paths['sheet']} ({len(base)} rows; fill 'preference' with A, B or tie)\n"
-        f"key (keep it away from reviewers): {paths['key']}\n"
-        f"then: lmtune eval --score-review {paths['sheet']}"
-    )
-
-
-def _score_review(sheet: Path) -> None:
-    from lmtune.evaluate.review import score_review
-    from lmtune.files import atomic_write_json
-
-    s = score_review(sheet)
-    print(
-        f"fine-tuned vs base on {s['rated']} rated rows ({s['unrated']} not rated): "
-        f"win {s['win_rate']:.1%}, tie {s['tie_rate']:.1%}, loss {s['loss_rate']:.1%} "
-        f"({s['finetuned_wins']}/{s['ties']}/{s['base_wins']})"
-    )
-    out = sheet.with_name(sheet.stem + ".scores.json")
-    atomic_write_json(out, s)
-    print(f"written: {out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -263,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     budget_help = "memory the run may use, e.g. 6GB (default: what the machine has free); picks batch size auto"
     t.add_argument("--memory-budget", metavar="SIZE", help=budget_help)
+    add_launch_arguments(t)
     t.set_defaults(func=cmd_train)
 
     pl = verbs.add_parser("plan", help="predict a run's peak memory and training time from a few probe steps")
@@ -368,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries(args.debug)
     try:
-        args.func(args)
+        code = args.func(args)  # a verb that starts other processes returns their exit status
     except LmtuneError as e:
         if args.debug:
             raise
-        print(f"lmtune: error: {e}", file=sys.stderr)
+        report_error(f"lmtune: error: {e}")  # under torchrun: printed once, by rank 0 or the launcher
         return e.exit_code
     except KeyboardInterrupt:
         print("lmtune: interrupted", file=sys.stderr)
@@ -380,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _quiet_libraries(debug: bool) -> None:

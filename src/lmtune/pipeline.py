@@ -18,19 +18,21 @@ from lmtune.config import RunConfig, dump_config
 from lmtune.data.cache import tokenize_cached, tokenizer_digest
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
-from lmtune.data.general import check_reference, reference_examples
-from lmtune.data.prepare import TaskData, check_enough_examples, load_task_data, summary
-from lmtune.errors import ConfigError, DataError
+from lmtune.data.general import reference_examples
+from lmtune.data.prepare import TaskData, check_enough_examples, summary
+from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
 from lmtune.files import TMP_PREFIX, atomic_write_json, atomic_write_jsonl, atomic_write_text, fsync_folder, fsync_tree
-from lmtune.methods import NEEDS_CUDA, MethodContext, apply_method, count_parameters, settings
+from lmtune.launch import ranks
+from lmtune.methods import MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.plan import AUTO_GLOBAL_BATCH, make_plan, with_batch
-from lmtune.provenance import RECORD, run_record
+from lmtune.preflight import preflight
+from lmtune.provenance import RECORD
 from lmtune.report import forgetting_line, text_table, write_reports
-from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder, resume_point
+from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder
 from lmtune.train import train
 
 logger = logging.getLogger(__name__)
@@ -48,24 +50,25 @@ def finetune(
     if cfg.objective != "sft":
         from lmtune.objectives.run import finetune_objective
 
+        refuse_distributed(f"objective: {cfg.objective}")
         return finetune_objective(cfg, overwrite=overwrite, resume=resume, echo=echo)
+    ranks.init()
     out = Path(cfg.training.output_dir)
-    check_device(cfg)
-    check_reference("eval.reference", cfg.eval.reference)
-    check_reference("continual.reference", cfg.continual.reference)
-    data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
-    check_data_fits(cfg, data)
-    record = run_record(cfg)
-    checkpoint = resume_point(out, record, overwrite, resume)
+    checked = preflight(cfg, overwrite, resume)
+    data, record, checkpoint = checked.data, checked.record, checked.checkpoint
     judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
+    ranks.barrier()  # every rank has checked the run folder before rank 0 changes it
+    if not ranks.is_main():
+        echo = _quiet
 
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    model, tokenizer, base, dtype = load_for_training(cfg)
-    d = cfg.data
-    encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
-    tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
+    with ranks.main_first():  # rank 0 converts a GGUF model and writes the token cache; the others read them
+        model, tokenizer, base, dtype = load_for_training(cfg)
+        d = cfg.data
+        encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
+        tokens, cached = tokenize_cached(encoder, data, d, cfg.seed)
     train_rows, eval_rows, eval_examples = tokens.train, tokens.eval, tokens.eval_examples
     eval_owner = tokens.eval_owner
     check_enough_examples(len(train_rows), cfg)
@@ -79,16 +82,19 @@ def finetune(
     given = cfg  # config.yaml keeps the user's config as written (e.g. batch size auto)
     levers = apply_speed_levers(model, cfg, train_rows)
     if cfg.training.plan:  # before the run folder: a batch that cannot fit the budget leaves nothing behind
-        plan = make_plan(model, tokenizer, train_rows, eval_rows, cfg, memory_budget)
+        # rank 0 plans for one process (its memory, its share of the tokens); every rank takes its batch size
+        plan = ranks.broadcast(make_plan(model, tokenizer, train_rows, eval_rows, cfg, memory_budget)
+                               if ranks.is_main() else None)  # fmt: skip
         cfg = with_batch(cfg, plan.batch, plan.accumulation)
         levers["plan"] = plan.facts()
-    if checkpoint:
-        echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
-        continue_run_folder(out, checkpoint_step(checkpoint))
-    else:
-        prepare_run_folder(out, overwrite)
-    record["model"].update(loaded_identity(model, tokenizer))
-    write_run_inputs(out, given, record, data)
+    if ranks.is_main():
+        if checkpoint:
+            echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
+            continue_run_folder(out, checkpoint_step(checkpoint))
+        else:
+            prepare_run_folder(out, overwrite)
+        record["model"].update(loaded_identity(model, tokenizer))
+        write_run_inputs(out, given, record, data)
     echo(summary(data.report))
     echo(
         f"data: {len(train_rows) - len(replayed)} train / {len(eval_examples)} held-out examples "
@@ -101,12 +107,13 @@ def finetune(
 
     metrics: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
-    with base_weights_only(model):  # the method's layers are in place, switched off
-        if cfg.eval.base:
+    # the method's layers are in place, switched off; rank 0 evaluates, the others wait
+    with base_weights_only(model), ranks.main_first():
+        if cfg.eval.base and ranks.is_main():
             echo("evaluating the base model ...")
             metrics["base"], predictions["base"] = _evaluate(model, tokenizer, encoder, eval_examples, eval_rows,
                                                              eval_owner, cfg)  # fmt: skip
-        if reference:
+        if reference and ranks.is_main():
             metrics["forgetting"] = {
                 "reference": cfg.eval.reference,
                 "threshold_percent": cfg.eval.forgetting_threshold,
@@ -140,6 +147,9 @@ def finetune(
     )
     trainer = result.pop("trainer")
     save_weights(trainer, tokenizer, out)
+    if not ranks.is_main():  # rank 0 evaluates and writes the rest; the others are done
+        ranks.close()
+        return {}
 
     echo("evaluating the fine-tuned model ...")
     metrics["finetuned"], predictions["finetuned"] = _evaluate(
@@ -165,6 +175,10 @@ def finetune(
         "dtype": dtype,
         **levers,
         "train_examples": len(train_rows),
+        "world_size": result["world_size"],
+        "global_batch": cfg.training.per_device_train_batch_size
+        * result["world_size"]
+        * cfg.training.gradient_accumulation_steps,
         "eval_examples": len(eval_examples),
         "tasks": sorted(data.report["tasks"]),
         "eval_source": data.eval_source,
@@ -173,7 +187,26 @@ def finetune(
         "versions": record["versions"],
         "git_commit": (record["git"] or {}).get("commit"),
     }
-    return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
+    done = finish_run(out, cfg, metrics, predictions, judge is not None, echo)
+    ranks.close()
+    return done
+
+
+def refuse_distributed(what: str, launching: bool = False) -> None:
+    if launching or ranks.distributed():
+        raise ConfigError(f"{what}: runs in one process for now; run it without --nproc / torchrun")
+
+
+def refuse_distributed_config(cfg: RunConfig) -> None:
+    """What does not run under several processes yet: preference objectives and staged runs."""
+    if cfg.objective != "sft":
+        refuse_distributed(f"objective: {cfg.objective}", launching=True)
+    if cfg.stages:
+        refuse_distributed("stages", launching=True)
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """What ranks other than 0 print: nothing (rank 0 prints for the run)."""
 
 
 def base_weights_only(model: Any) -> Any:
@@ -219,6 +252,8 @@ def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
 
     def write(staging: Path) -> None:
         trainer.save_model(str(staging))
+        if not ranks.is_main():
+            return
         tokenizer.save_pretrained(staging)
         # Trainer pickles its arguments next to the weights; config.yaml already holds them, and a run
         # folder that others load should hold no pickle files
@@ -229,16 +264,23 @@ def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
 
 def save_into(out: Path, write: Any) -> None:
     """``write(folder)`` into a temporary folder inside ``out``, flushed, then renamed in file by file,
-    so a kill mid-save never leaves a half-written weights file."""
-    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
+    so a kill mid-save never leaves a half-written weights file.
+
+    Under several processes every rank calls ``write`` on rank 0's folder (a sharded model is gathered
+    by all of them; Trainer writes from rank 0) and rank 0 alone moves the files in.
+    """
+    staging = Path(ranks.broadcast(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out) if ranks.is_main() else None))
     try:
         write(staging)
-        fsync_tree(staging)
-        for path in staging.iterdir():
-            os.replace(path, out / path.name)
-        fsync_folder(out)
+        ranks.barrier()
+        if ranks.is_main():
+            fsync_tree(staging)
+            for path in staging.iterdir():
+                os.replace(path, out / path.name)
+            fsync_folder(out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if ranks.is_main():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def add_rewards(judge: tuple[Any, Any], metrics: dict, predictions: dict[str, list[dict]], cfg: RunConfig) -> None:
@@ -287,30 +329,14 @@ def _ppl(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: RunConfig)
     return perplexity(model, rows, tokenizer.pad_token_id, cfg.eval.batch_size)["perplexity"]
 
 
-def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
-    """Data whose shape cannot train ``cfg.objective`` (pairs for dpo, answers for sft, ...) fails here."""
-    from lmtune.data.preference import data_problem
-
-    if problem := data_problem(data.shape, cfg.objective):
-        raise DataError(f"data.train ({data.shape}): {problem}")
-
-
-def check_device(cfg: RunConfig) -> None:
-    import torch
-
-    if cfg.method in NEEDS_CUDA and not torch.cuda.is_available():
-        raise ConfigError(
-            f"method: {cfg.method} needs a CUDA GPU (4-bit bitsandbytes base); none found. Use method: lora on CPU"
-        )
-
-
 def total_steps(n_train: int, cfg: RunConfig) -> int:
-    """Optimizer steps the run will take (as Trainer counts them on one device)."""
+    """Optimizer steps the run will take (as Trainer counts them, each process taking its share of a batch)."""
     t = cfg.training
     if t.max_steps > 0:
         return t.max_steps
     batch = t.per_device_train_batch_size
-    batches = math.ceil(n_train / (AUTO_GLOBAL_BATCH if batch == "auto" else batch))  # auto keeps this global batch
+    per_step = (AUTO_GLOBAL_BATCH if batch == "auto" else batch) * ranks.world_size()  # auto keeps this global batch
+    batches = math.ceil(n_train / per_step)
     per_epoch = max(batches // t.gradient_accumulation_steps, 1)
     return math.ceil(per_epoch * t.num_train_epochs)
 

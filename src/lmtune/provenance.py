@@ -25,11 +25,12 @@ HASH_LIMIT_BYTES = 8 << 30  # past this, weights are identified by size and mtim
 COMPARED = ("config", "data", "model")  # what a resume must find unchanged
 
 
-def run_record(cfg: RunConfig) -> dict[str, Any]:
-    """The record of a run about to start (before any model is loaded)."""
+def run_record(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
+    """The record of a run about to start (before any model is loaded), in ``world_size`` processes."""
     config = cfg.model_dump(mode="json")
     return {
         "lmtune_run_record": 1,
+        "world_size": world_size,
         "config": config,
         "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
         "data": data_digests(cfg.data),
@@ -70,7 +71,10 @@ def _digests(files: list[Path]) -> dict[str, str]:
 
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Differences between two records in what a run depends on, one readable item each."""
-    changes = [f"{key}: {a!r} -> {b!r}" for key, a, b in _differences(old.get("config", {}), new["config"])]
+    differences = _differences(old.get("config", {}), new["config"])
+    if _same_global_batch(old, new):  # another process count with the per-device batch to match: the same run
+        differences = [d for d in differences if d[0] != "training.per_device_train_batch_size"]
+    changes = [f"{key}: {a!r} -> {b!r}" for key, a, b in differences]
     old_data, new_data = old.get("data", {}), new["data"]
     for file in sorted(set(old_data) | set(new_data)):
         if file not in new_data:
@@ -82,6 +86,14 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("model", {}).get("files") != new["model"].get("files"):
         changes.append(f"the weights of model {new['model']['name']} changed")
     return changes
+
+
+def _same_global_batch(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    def global_batch(record: dict[str, Any]) -> Any:
+        batch = record.get("config", {}).get("training", {}).get("per_device_train_batch_size")
+        return batch * record.get("world_size", 1) if isinstance(batch, int) else batch
+
+    return global_batch(old) == global_batch(new)
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

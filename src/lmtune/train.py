@@ -23,6 +23,7 @@ from lmtune.guards import (
     non_finite_stop,
     out_of_memory,
 )
+from lmtune.launch import ranks
 from lmtune.loss import causal_lm_loss, fusable_head, loss_parts, matches_model_loss
 from lmtune.speed.allocator import trim_callback
 from lmtune.speed.casts import adapter_input_casts
@@ -61,12 +62,27 @@ def training_argument_values(cfg: RunConfig) -> dict[str, Any]:
     args.setdefault("dataloader_pin_memory", _has_accelerator())
     if (args.get("bf16") or args.get("fp16")) and not _has_accelerator():
         args.setdefault("use_cpu", True)  # Trainer refuses CPU mixed precision unless told it is on the CPU
+    if ranks.distributed():
+        distributed_arguments(args, cfg)
     if "activation_checkpointing" in training_argument_names():
         # Transformers 5 renamed it; the config keeps the name users know.
         args["activation_checkpointing"] = args.pop("gradient_checkpointing")
     args["seed"] = cfg.seed
     args["data_seed"] = args.get("data_seed", cfg.seed)
     return args
+
+
+def distributed_arguments(args: dict[str, Any], cfg: RunConfig) -> None:
+    """Several processes: DDP over gloo on a CPU-only host, NCCL on GPUs (Trainer's defaults there).
+
+    Without ``use_cpu`` on a CPU-only host Trainer does not join the processes: each trains its own copy.
+    Every parameter lmtune trains gets a gradient in every step, so DDP need not search for unused ones
+    (for a PEFT model Trainer would turn that search on, and it costs a pass over the graph per step).
+    """
+    if not _has_accelerator():
+        args.setdefault("use_cpu", True)
+        args.setdefault("ddp_backend", "gloo")
+    args.setdefault("ddp_find_unused_parameters", False)
 
 
 def mixed_precision_pays(cfg: RunConfig) -> bool:
@@ -163,7 +179,9 @@ def train(
                 raise non_finite_stop(state.global_step + 1, "gradient", args.learning_rate, _latest(args))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if self.stop_requested.is_set():
+            # a Ctrl-C seen by one rank stops every rank after the same step (they save one checkpoint together)
+            if ranks.any_rank(self.stop_requested.is_set()):
+                self.stop_requested.set()
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -212,9 +230,11 @@ def train(
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             super()._save_checkpoint(model, trial)
-            run_dir = Path(self._get_output_dir(trial))
-            commit_checkpoint(run_dir / f"checkpoint-{self.state.global_step}", self.state.global_step)
-            rotate_checkpoints(run_dir, keep_checkpoints, self.state.best_model_checkpoint)
+            self.accelerator.wait_for_everyone()  # every rank has written its part (e.g. its RNG state)
+            if self.is_world_process_zero():
+                run_dir = Path(self._get_output_dir(trial))
+                commit_checkpoint(run_dir / f"checkpoint-{self.state.global_step}", self.state.global_step)
+                rotate_checkpoints(run_dir, keep_checkpoints, self.state.best_model_checkpoint)
 
     trainer = RegularizedTrainer(
         model=model,
@@ -256,6 +276,7 @@ def train(
         "fused_loss": lm_loss is not None and t.fused_loss and fusable_head(loss_parts(model)[1]),
         "bf16": bool(args.bf16),
         "memory_trims": trims.trims if trims else 0,
+        "world_size": trainer.args.world_size,
         **early_stopping_facts(trainer),
         "trainer": trainer,
     }

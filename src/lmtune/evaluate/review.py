@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,41 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str,
             return [(reader.line_num, row) for row in reader]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
+
+
+# --------------------------------------------------------------------------- what lmtune eval prints
+
+
+def review_from_run(run: Path, sheet: Path) -> None:
+    """A review sheet from the answers a run already wrote (base and fine-tuned, same prompts)."""
+    files = [run / "predictions_base.jsonl", run / "predictions_finetuned.jsonl"]
+    if missing := [f for f in files if not f.is_file()]:
+        raise DataError(
+            f"--human-review: {missing[0]} not found; give a run folder evaluated with eval.base: true, "
+            "or --data FILE to generate the answers now"
+        )
+    base, finetuned = ([json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()] for f in files)
+    print_review_sheet(base, finetuned, sheet)
+
+
+def print_review_sheet(base: list[dict], finetuned: list[dict], sheet: Path) -> None:
+    paths = write_review_sheet(base, finetuned, sheet)
+    print(
+        f"review sheet: {paths['sheet']} ({len(base)} rows; fill 'preference' with A, B or tie)\n"
+        f"key (keep it away from reviewers): {paths['key']}\n"
+        f"then: lmtune eval --score-review {paths['sheet']}"
+    )
+
+
+def print_review_scores(sheet: Path) -> None:
+    from lmtune.files import atomic_write_json
+
+    s = score_review(sheet)
+    print(
+        f"fine-tuned vs base on {s['rated']} rated rows ({s['unrated']} not rated): "
+        f"win {s['win_rate']:.1%}, tie {s['tie_rate']:.1%}, loss {s['loss_rate']:.1%} "
+        f"({s['finetuned_wins']}/{s['ties']}/{s['base_wins']})"
+    )
+    out = sheet.with_name(sheet.stem + ".scores.json")
+    atomic_write_json(out, s)
+    print(f"written: {out}")

@@ -35,7 +35,8 @@ def finetune_objective(cfg: RunConfig, overwrite: bool = False, resume: bool = F
     """Train ``cfg.objective`` with its TRL trainer; returns the contents of ``metrics.json``."""
     from transformers import set_seed
 
-    from lmtune.pipeline import add_rewards, check_device, finish_run, save_weights, write_run_inputs
+    from lmtune.pipeline import add_rewards, finish_run, save_weights, write_run_inputs
+    from lmtune.preflight import check_device
 
     if resume:
         raise ConfigError(f"--resume: objective {cfg.objective} runs start again (use --overwrite)")
@@ -105,7 +106,7 @@ def save_reward_model(model: Any, tokenizer: Any, out: Path) -> None:
 def examples_for(cfg: RunConfig, data: TaskData) -> tuple[list[Example], list[Example]]:
     """The train and held-out examples in the shape ``cfg.objective`` learns from (KTO: pairs unpaired)."""
     from lmtune.data.preference import to_unpaired
-    from lmtune.pipeline import check_data_fits
+    from lmtune.preflight import check_data_fits
 
     check_data_fits(cfg, data)
     if cfg.objective == "kto":

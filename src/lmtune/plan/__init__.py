@@ -14,6 +14,7 @@ from typing import Any
 
 from lmtune.config import RunConfig
 from lmtune.errors import ConfigError
+from lmtune.launch import ranks
 from lmtune.loss import FUSED_CHUNK
 from lmtune.plan.memory import MB, available_bytes, parameter_bytes, rss_bytes
 from lmtune.plan.probe import StepFacts, optimizer_seconds, probe_steps
@@ -156,11 +157,11 @@ def _steps_and_tokens(train_rows: list, cfg: RunConfig) -> tuple[int, int]:
     from lmtune.pipeline import total_steps
 
     steps = total_steps(len(train_rows), cfg)
-    per_epoch = sum(len(r["input_ids"]) for r in train_rows)
+    per_epoch = sum(len(r["input_ids"]) for r in train_rows) / ranks.world_size()  # this process's share
     t = cfg.training
     if t.max_steps > 0:
         examples = steps * t.per_device_train_batch_size * t.gradient_accumulation_steps
-        return steps, int(per_epoch / max(len(train_rows), 1) * examples)
+        return steps, int(per_epoch * ranks.world_size() / max(len(train_rows), 1) * examples)
     return steps, int(per_epoch * t.num_train_epochs)
 
 
