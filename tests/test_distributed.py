@@ -157,16 +157,22 @@ def test_a_killed_two_process_run_resumes_with_two_or_one_process(tmp_path, tiny
     assert_same_weights(whole, tmp_path / "killed")
 
 
-def test_ctrl_c_stops_both_ranks_after_one_checkpoint_with_one_line(tmp_path, tiny_llama_dir, task_files):
-    config = write_config(tmp_path, tiny_llama_dir, task_files, "run", 4, num_train_epochs=200, save_steps=1000,
-                          save_strategy="steps")  # fmt: skip
+def started_and_training(config: Path, run: Path) -> subprocess.Popen:
+    """A two-process run that has logged a few steps."""
     proc = subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), "--nproc", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    log = tmp_path / "run" / "train_log.jsonl"
+    log = run / "train_log.jsonl"
     deadline = time.time() + 240
     while not log.is_file() or len(log.read_text().splitlines()) < 3:
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_stops_both_ranks_after_one_checkpoint_with_one_line(tmp_path, tiny_llama_dir, task_files):
+    config = write_config(tmp_path, tiny_llama_dir, task_files, "run", 4, num_train_epochs=200, save_steps=1000,
+                          save_strategy="steps")  # fmt: skip
+    proc = started_and_training(config, tmp_path / "run")
     proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -181,13 +187,7 @@ def test_a_rank_that_dies_stops_the_other_with_one_line(tmp_path, tiny_llama_dir
     from lmtune.launch.torchrun import _children
 
     config = write_config(tmp_path, tiny_llama_dir, task_files, "run", 4, num_train_epochs=200)
-    proc = subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    log = tmp_path / "run" / "train_log.jsonl"
-    deadline = time.time() + 240
-    while not log.is_file() or len(log.read_text().splitlines()) < 3:
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    proc = started_and_training(config, tmp_path / "run")
     (agent,) = _children(proc.pid)
     workers = sorted(_children(agent))
     assert len(workers) == 2
