@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import write_jsonl
 
-from lmtune import build, pipeline
+from lmtune import build, pipeline, preflight
 from lmtune.config import ModelConfig, validate_config
 from lmtune.errors import ConfigError
 from lmtune.methods import METHODS, PEFT_METHODS, MethodContext, apply_method, count_parameters
@@ -357,7 +357,7 @@ def test_qlora_on_cpu_fails_in_one_line_before_loading(monkeypatch, tmp_path, ti
         raise AssertionError("qlora on CPU must fail before data or model loading")
 
     monkeypatch.setattr(build, "load_model", must_not_run)
-    monkeypatch.setattr(pipeline, "load_task_data", must_not_run)
+    monkeypatch.setattr(preflight, "load_task_data", must_not_run)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(method_raw(tiny_llama_dir, data_files, tmp_path / "run", "lora")))
     assert main(["train", str(cfg), "--set", "method=qlora"]) == 2
