@@ -20,7 +20,6 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.general import reference_examples
 from lmtune.data.prepare import TaskData, check_enough_examples, summary
-from lmtune.errors import ConfigError
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import evaluate_model, metric_settings
@@ -29,7 +28,7 @@ from lmtune.launch import ranks
 from lmtune.methods import MethodContext, apply_method, count_parameters, settings
 from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.plan import AUTO_GLOBAL_BATCH, make_plan, with_batch
-from lmtune.preflight import preflight
+from lmtune.preflight import preflight, refuse_distributed
 from lmtune.provenance import RECORD
 from lmtune.report import forgetting_line, text_table, write_reports
 from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder
@@ -190,19 +189,6 @@ def finetune(
     done = finish_run(out, cfg, metrics, predictions, judge is not None, echo)
     ranks.close()
     return done
-
-
-def refuse_distributed(what: str, launching: bool = False) -> None:
-    if launching or ranks.distributed():
-        raise ConfigError(f"{what}: runs in one process for now; run it without --nproc / torchrun")
-
-
-def refuse_distributed_config(cfg: RunConfig) -> None:
-    """What does not run under several processes yet: preference objectives and staged runs."""
-    if cfg.objective != "sft":
-        refuse_distributed(f"objective: {cfg.objective}", launching=True)
-    if cfg.stages:
-        refuse_distributed("stages", launching=True)
 
 
 def _quiet(*args: Any, **kwargs: Any) -> None:

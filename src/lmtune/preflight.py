@@ -71,3 +71,16 @@ def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
 
     if problem := data_problem(data.shape, cfg.objective):
         raise DataError(f"data.train ({data.shape}): {problem}")
+
+
+def refuse_distributed(what: str, launching: bool = False) -> None:
+    if launching or ranks.distributed():
+        raise ConfigError(f"{what}: runs in one process for now; run it without --nproc / torchrun")
+
+
+def refuse_distributed_config(cfg: RunConfig) -> None:
+    """What does not run under several processes yet: preference objectives and staged runs."""
+    if cfg.objective != "sft":
+        refuse_distributed(f"objective: {cfg.objective}", launching=True)
+    if cfg.stages:
+        refuse_distributed("stages", launching=True)

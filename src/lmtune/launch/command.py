@@ -32,8 +32,7 @@ def launch_of(args: argparse.Namespace) -> Launch:
 def train_in_processes(cfg: Any, args: argparse.Namespace, launch: Launch) -> int:
     """Everything checked in this process first (one line, nothing started), then N workers; their exit status."""
     from lmtune.models import resolve
-    from lmtune.pipeline import refuse_distributed_config
-    from lmtune.preflight import preflight
+    from lmtune.preflight import preflight, refuse_distributed_config
 
     refuse_distributed_config(cfg)
     preflight(cfg, overwrite=args.overwrite, resume=args.resume, world_size=launch.nproc * launch.nnodes)
