@@ -223,6 +223,21 @@ def test_short_run_logs_the_same_losses_with_each_lever_on_and_off(tmp_path, tin
         "fast_dropout": lambda r: r["fast_dropout_modules"] > 0,
         "fused_norm": lambda r: r["fused_norm_modules"] > 0,
         "bf16": lambda r: r["bf16"],
-        "trim_memory": lambda r: r["memory_trims"] > 0,
+        "trim_memory": lambda r: r["memory_trim_checks"] > 0,
     }[lever]
     assert facts(run_on) and not facts(run_off)  # the switch really switched it
+
+
+def test_memory_is_trimmed_only_once_it_grew_past_the_first_steps(monkeypatch):
+    """Trimming after every step costs a re-fault of every page handed back; it runs only after creep."""
+    import lmtune.plan.memory as memory
+    from lmtune.speed import allocator
+
+    trimmed = []
+    monkeypatch.setattr(allocator, "release_free_memory", lambda: trimmed.append(True) or True)
+    sizes = iter([1000, 1050, 1099, 1101, 1000, 1200])
+    monkeypatch.setattr(memory, "rss_bytes", lambda: next(sizes))
+    callback = allocator.trim_callback(growth=0.10)
+    for _ in range(6):
+        callback.on_step_end(None, None, None)
+    assert callback.checks == 6 and callback.trims == 2 and len(trimmed) == 2  # 1101 and 1200 are > 1000 * 1.1

@@ -30,7 +30,7 @@ from lmtune.methods.continual import ewc_penalty, fisher_diagonal, replay_rows
 from lmtune.plan import AUTO_GLOBAL_BATCH, make_plan, with_batch
 from lmtune.preflight import preflight, refuse_distributed
 from lmtune.provenance import RECORD
-from lmtune.report import forgetting_line, text_table, write_reports
+from lmtune.report import forgetting_line, privacy_line, text_table, write_reports
 from lmtune.run_folder import DATA_REPORT, checkpoint_step, continue_run_folder, prepare_run_folder
 from lmtune.train import train
 
@@ -163,6 +163,8 @@ def finetune(
         echo(f"scoring answers with the reward model {cfg.eval.reward_model} ...")
         add_rewards(judge, metrics, predictions, cfg)
     metrics["train_time_s"] = result["train_time_s"]
+    if "privacy" in result:  # top level: the guarantee is about the whole run, next to what it cost
+        metrics["privacy"] = result.pop("privacy")
     metrics["run"] = {
         "model": cfg.model.name,
         "base_weights": base,
@@ -212,8 +214,9 @@ def finish_run(
     write_outputs(out, metrics, predictions)
     echo("")
     echo(text_table(metrics))
-    if forgetting_line(metrics):
-        echo(forgetting_line(metrics))
+    for line in (privacy_line(metrics), forgetting_line(metrics)):
+        if line:
+            echo(line)
     echo(f"\nrun folder: {out}  (report: {out / 'report.html'})")
     return metrics
 

@@ -236,7 +236,13 @@ def train(
                 commit_checkpoint(run_dir / f"checkpoint-{self.state.global_step}", self.state.global_step)
                 rotate_checkpoints(run_dir, keep_checkpoints, self.state.best_model_checkpoint)
 
-    trainer = RegularizedTrainer(
+    trainer_class, private = RegularizedTrainer, None
+    if cfg.privacy is not None:
+        from lmtune.privacy import private_training
+
+        private = private_training(model, cfg, len(train_rows), args)
+        trainer_class = private.trainer_class(RegularizedTrainer, PadCollator(tokenizer.pad_token_id))
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_rows,
@@ -257,6 +263,9 @@ def train(
             if is_out_of_memory(e):
                 raise out_of_memory(trainer.state.global_step + 1, e) from e
             raise
+        finally:
+            if private:
+                private.hooks.remove_hooks()  # evaluation and saving see the plain model again
     elapsed = time.perf_counter() - start
     if stop_requested.is_set():
         step = trainer.state.global_step
@@ -276,8 +285,10 @@ def train(
         "fused_loss": lm_loss is not None and t.fused_loss and fusable_head(loss_parts(model)[1]),
         "bf16": bool(args.bf16),
         "memory_trims": trims.trims if trims else 0,
+        "memory_trim_checks": trims.checks if trims else 0,
         "world_size": trainer.args.world_size,
         **early_stopping_facts(trainer),
+        **({"privacy": private.privacy.facts()} if private else {}),
         "trainer": trainer,
     }
 

@@ -18,6 +18,7 @@ from lmtune.config.objectives import (
     RewardConfig,
     SimpoConfig,
 )
+from lmtune.config.privacy import PrivacyConfig, privacy_problem
 from lmtune.config.sections import (
     METRICS,
     AdaLoraConfig,
@@ -101,9 +102,10 @@ class TrainingConfig(BaseModel):
     """Adapter dropout (``lora.dropout``) drawn with a quarter of the random numbers (``lmtune.speed.dropout``):
     same keep rate to 2**-15 and the same expected output; 1.19x the tokens/s with all-linear LoRA on CPU."""
     trim_memory: bool = True
-    """After every optimizer step, hand the memory the allocator holds free back to the operating system
-    (glibc ``malloc_trim``; ``lmtune.speed.allocator``). Without it resident memory creeps up through a run
-    as freed blocks of changing sizes stay with the process; nothing changes in what is computed."""
+    """After an optimizer step that left resident memory 10% above the first step's, hand the memory the
+    allocator holds free back to the operating system (glibc ``malloc_trim``; ``lmtune.speed.allocator``).
+    Without it resident memory creeps up through a run as freed blocks of changing sizes stay with the
+    process; nothing changes in what is computed."""
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
@@ -240,6 +242,8 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
+    privacy: PrivacyConfig | None = None
+    """Differentially private training (DP-SGD with Opacus); absent or null: off. See config/privacy.py."""
     stages: list[dict[str, Any]] | None = None
     """Staged fine-tuning: each item overrides sections of this config (``name``, ``data``, ``training``,
     ``method``, ...) for one stage; each stage starts from the previous stage's weights (adapters merged)."""
@@ -294,6 +298,12 @@ class RunConfig(_Section):
             raise ValueError("objective grpo needs grpo.reward_functions (e.g. [number_match, format])")
         if self.objective != "sft" and self.stages:
             raise ValueError(f"objective {self.objective}: stages are for sft runs; run the stages, then this one")
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits_the_run(self) -> RunConfig:
+        if self.privacy is not None and (problem := privacy_problem(self)):
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -17,13 +17,14 @@ from lmtune.report.tables import (
     forgetting_line,
     markdown_report,
     markdown_table,
+    privacy_line,
     table_rows,
     text_table,
 )
 
 __all__ = [
     "COLUMNS", "Run", "compare_runs", "forgetting_line", "load_run", "markdown_report", "markdown_table",
-    "table_rows", "text_table", "write_reports",
+    "privacy_line", "table_rows", "text_table", "write_reports",
 ]  # fmt: skip
 
 

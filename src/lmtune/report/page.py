@@ -22,6 +22,7 @@ from lmtune.report.tables import (
     forgetting_line,
     generation_lines,
     other_rows,
+    privacy_line,
     reward_lines,
     table_rows,
     value,
@@ -165,7 +166,7 @@ def _results(m: dict[str, Any]) -> str:
     parts = ["<section id='results'><h2>Results</h2>"]
     if m.get("stages"):
         parts.append("<h3>Overall: base before the first stage, fine-tuned after the last</h3>")
-    parts += [_seed_table(m), _notes([forgetting_line(m), *generation_lines(m), *reward_lines(m)])]
+    parts += [_seed_table(m), _notes([privacy_line(m), forgetting_line(m), *generation_lines(m), *reward_lines(m)])]
     for stage in m.get("stages", []):
         parts += [f"<h3>Stage {escape(str(stage.get('stage')))}</h3>", _seed_table(stage)]
         parts.append(_notes([forgetting_line(stage), early_stopping_line(stage.get("run") or {})]))

@@ -182,6 +182,18 @@ def generation_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def privacy_line(metrics: dict[str, Any]) -> str:
+    """What a private run's guarantee is: epsilon spent for its delta, and the settings that bought it."""
+    p = metrics.get("privacy")
+    if not p:
+        return ""
+    return (
+        f"privacy: (ε = {p['epsilon']:.2f}, δ = {p['delta']:g})-differentially private per training example "
+        f"(DP-SGD: noise multiplier {p['noise_multiplier']:.3f}, clip {p['max_grad_norm']:g}, {p['steps']} steps "
+        f"at sample rate {p['sample_rate']:.4f}, {p['accountant']} accountant)"
+    )
+
+
 def text_table(metrics: dict[str, Any]) -> str:
     """The seed table; for preference / reward / GRPO runs also the objective's own measures under it."""
     table = aligned([list(COLUMNS), *table_rows(metrics)])
@@ -226,7 +238,8 @@ def markdown_report(
         parts.append("")
     if other_rows(metrics):
         parts += ["## Other metrics", "", markdown_rows([list(OTHER_COLUMNS), *other_rows(metrics)]), ""]
-    lines = [forgetting_line(metrics), *run_lines(metrics), *generation_lines(metrics), *reward_lines(metrics)]
+    lines = [privacy_line(metrics), forgetting_line(metrics), *run_lines(metrics), *generation_lines(metrics),
+             *reward_lines(metrics)]  # fmt: skip
     parts += [f"- {line}" for line in lines if line]
     if predictions and n_samples:
         parts += ["", "## Sample answers", ""]
