@@ -1,0 +1,216 @@
+"""``lmtune ui``: the real server in a subprocess, driven in Debian's headless Chromium through the whole loop.
+
+Data check -> config form -> start a run -> live curve -> stop (checkpoint) and resume -> results ->
+compare -> chat with base and fine-tuned side by side; bad input shows the CLI's one-line messages.
+Screenshots of every page go to the test's tmp_path. Skipped where /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import CHROMIUM, CHROMIUM_ARGS, EVAL_ROWS, REPO_ROOT, TRAIN_ROWS, tiny_run_raw, write_jsonl
+
+START_LIMIT_S = 5.0
+RUN_STEPS = 200  # long enough to be stopped while it trains (~35 steps/s on an idle 2-core CPU)
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lmtune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lmtune", *args]
+
+
+def env() -> dict[str, str]:
+    src = str(REPO_ROOT / "src")  # this checkout's lmtune, also in the training processes the server starts
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+@contextmanager
+def ui_server(folder: Path, model: Path | None = None) -> Iterator[tuple[str, int, float]]:
+    """``lmtune ui`` on a free port in ``folder``; yields (url, port, seconds to the first HTTP 200)."""
+    port = free_port()
+    args = ["ui", "--port", str(port), "--runs", "runs"] + (["--model", str(model)] if model else [])
+    log = (folder / "server.log").open("wb")
+    start = time.perf_counter()
+    server = subprocess.Popen(lmtune(*args), cwd=folder, env=env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.perf_counter() - start > 60:
+                    raise AssertionError((folder / "server.log").read_text()) from None
+                time.sleep(0.05)
+        yield url, port, time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_ui_starts_in_under_5_s_and_a_port_in_use_is_one_line(tmp_path):
+    with ui_server(tmp_path) as (url, port, started):
+        assert started < START_LIMIT_S, f"first HTTP 200 after {started:.2f} s"
+        page = urllib.request.urlopen(url + "/config").read().decode()
+        assert "http://" not in page and "https://" not in page  # nothing loaded from the network
+        again = subprocess.run(lmtune("ui", "--port", str(port)), cwd=tmp_path, env=env(),
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 2
+    assert (
+        again.stderr.strip()
+        == f"lmtune: error: --port {port}: 127.0.0.1:{port} is already in use; choose another with --port"
+    )
+    assert "Traceback" not in again.stderr
+    assert f"http://127.0.0.1:{port}" in (tmp_path / "server.log").read_text()  # loopback unless told otherwise
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_llama_dir: Path) -> Path:
+    """A user's folder: data files and a run config for the tiny model (the form loads it)."""
+    train = write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
+    held_out = write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS)
+    raw = tiny_run_raw(tiny_llama_dir, train, held_out, tmp_path / "runs" / "placeholder")
+    del raw["training"]["output_dir"], raw["training"]["max_steps"]  # typed into the form by the test
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return tmp_path
+
+
+@contextmanager
+def browser_page(url: str) -> Iterator[tuple[object, list[str]]]:
+    """A Chromium page; yields it and the list of requests that left 127.0.0.1."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            outside: list[str] = []
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(url) or r.url.startswith("data:") else outside.append(r.url),
+            )
+            page.set_default_timeout(30_000)
+            yield page, outside
+        finally:
+            browser.close()
+
+
+@needs_chromium
+def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
+    shots = project / "screenshots"
+    shots.mkdir()
+    with ui_server(project, tiny_llama_dir) as (url, _, _), browser_page(url) as (page, outside):
+        # Data: check a file, see its rows and the trained tokens marked
+        page.goto(url + "/data")
+        page.fill("#data-path", "train.jsonl")
+        page.click("#data-check")
+        page.wait_for_selector("#data-rows")
+        assert "16 rows read, 16 kept" in page.inner_text("#data-counts")
+        assert page.inner_text("#data-rows") == "train 14 · eval 2 · test 0"
+        assert page.locator("#data-samples .trained").count() == 3  # one answer per sample row
+        assert "0 plus 0 is 0." in page.locator("#data-samples .trained").first.inner_text()
+        assert page.locator("#data-hist rect").count() == 10
+        page.screenshot(path=str(shots / "data.png"), full_page=True)
+
+        # Config: load the YAML, fill fields, see it validated and the YAML beside it
+        page.goto(url + "/config")
+        page.fill("#config-path", "tiny.yaml")
+        page.click("text=Load")
+        page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
+        page.fill("#f-training\\.max_steps", str(RUN_STEPS))
+        page.fill("#f-training\\.output_dir", "runs/ui-run")
+        page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('output_dir: runs/ui-run')")
+        assert page.get_attribute("#config-status", "class") == "status good"
+        assert yaml.safe_load(page.inner_text("#config-yaml"))["training"]["max_steps"] == RUN_STEPS
+        page.screenshot(path=str(shots / "config.png"), full_page=True)
+
+        # Train: start, watch the live curve get points, stop (checkpoint), resume to the end
+        page.click("#config-start")
+        page.wait_for_url("**/train?run=ui-run")
+        page.wait_for_function("+document.querySelector('#chart-loss').dataset.points >= 3", timeout=120_000)
+        assert page.inner_text("#live-status") == "running"
+        page.screenshot(path=str(shots / "train.png"), full_page=True)
+        page.click("#run-stop")
+        page.wait_for_function("document.querySelector('#live-status').textContent === 'stopped'", timeout=120_000)
+        stopped_at = int(page.inner_text("#live-step").split()[1])
+        assert 0 < stopped_at < RUN_STEPS
+        assert (project / "runs" / "ui-run" / f"checkpoint-{stopped_at}").is_dir()
+        page.reload()  # the state is in the run folder and the process table, not in the page
+        page.wait_for_function("document.querySelector('#live-status').textContent === 'stopped'")
+        page.click("#run-resume")
+        page.wait_for_function("document.querySelector('#live-status').textContent === 'finished'", timeout=300_000)
+        points = int(page.get_attribute("#chart-loss", "data-points"))
+        assert points >= RUN_STEPS  # every logged step, before and after the stop
+
+        # Results: the before/after table of the run, compare
+        page.goto(url + "/results?run=ui-run")
+        rows = page.locator("#before-after tbody tr")
+        assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == ["base", "finetuned"]
+        assert "forgetting: perplexity on general" in page.inner_text("#forgetting")
+        page.check("#compare-runs input[value='ui-run']")
+        page.click("text=Compare")
+        page.wait_for_function("document.querySelector('#compare-table').textContent.includes('ui-run')")
+        page.screenshot(path=str(shots / "results.png"), full_page=True)
+
+        # Chat: both models answer the same prompt
+        page.goto(url + "/chat?run=ui-run")
+        page.fill("#chat-max", "8")
+        page.fill("#chat-message", "Add 2 and 3.")
+        page.click("#chat-send")
+        page.wait_for_function("document.querySelector('#chat-state').textContent === 'done'", timeout=120_000)
+        assert page.inner_text("#answer-base").strip() and page.inner_text("#answer-finetuned").strip()
+        assert page.is_hidden("#error")
+        page.screenshot(path=str(shots / "chat.png"), full_page=True)
+        assert outside == []
+
+
+@needs_chromium
+def test_bad_input_shows_the_cli_message_and_the_server_keeps_serving(project):
+    (project / "bad.jsonl").write_text('{"prompt": "a", "completion": "b"}\n{"prompt": oops\n', encoding="utf-8")
+    with ui_server(project) as (url, _, _), browser_page(url) as (page, _):
+        page.goto(url + "/config")
+        page.fill("#f-data\\.train", "train.jsonl")
+        page.fill("#f-training\\.learning_rate", "-1")
+        page.wait_for_function("document.querySelector('#config-status').className === 'status bad'")
+        shown = page.inner_text("#config-status")
+        (project / "lmtune-ui.yaml").write_text(page.inner_text("#config-yaml"), encoding="utf-8")
+        cli = subprocess.run(lmtune("train", "lmtune-ui.yaml"), cwd=project, env=env(),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert cli.returncode == 2
+        assert shown == cli.stderr.strip().splitlines()[-1]
+        assert (
+            shown == "lmtune: error: lmtune-ui.yaml: training.learning_rate: input should be greater than 0 (found -1)"
+        )
+
+        page.fill("#f-training\\.learning_rate", "1e-3")
+        page.fill("#config-more", "training.lerning_rate=0.1")
+        page.wait_for_function("document.querySelector('#config-status').textContent.includes('did you mean')")
+
+        page.goto(url + "/data")
+        page.fill("#data-path", "bad.jsonl")
+        page.click("#data-check")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.inner_text("#error") == "lmtune: error: bad.jsonl:2: malformed JSON (Expecting value at column 12)"
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(project / "bad-data.png"), full_page=True)
+        with urllib.request.urlopen(url + "/data") as r:  # still serving
+            assert r.status == 200
