@@ -134,7 +134,7 @@ def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
         # Config: load the YAML, fill fields, see it validated and the YAML beside it
         page.goto(url + "/config")
         page.fill("#config-path", "tiny.yaml")
-        page.click("text=Load")
+        page.click("#config-load")
         page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
         page.fill("#f-training\\.max_steps", str(RUN_STEPS))
         page.fill("#f-training\\.output_dir", "runs/ui-run")
@@ -167,7 +167,7 @@ def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
         assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == ["base", "finetuned"]
         assert "forgetting: perplexity on general" in page.inner_text("#forgetting")
         page.check("#compare-runs input[value='ui-run']")
-        page.click("text=Compare")
+        page.click("#compare-go")
         page.wait_for_function("document.querySelector('#compare-table').textContent.includes('ui-run')")
         page.screenshot(path=str(shots / "results.png"), full_page=True)
 

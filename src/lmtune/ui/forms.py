@@ -7,9 +7,11 @@ is the one the command line prints for the same value.
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,8 +65,18 @@ def form_sections() -> list[FormSection]:
 def _field(key: str, info: Any, help_text: str) -> FormField:
     default = info.get_default(call_default_factory=True) if not info.is_required() else None
     choices, strict = _choices(key, info.annotation)
-    shown = "" if info.is_required() else _yaml_scalar(default)
-    return FormField(key, shown, " ".join((help_text or info.description or "").split()), choices, strict)
+    shown = "" if info.is_required() else (_choice(default) if strict else _yaml_scalar(default))
+    return FormField(key, shown, _plain(help_text or info.description or ""), choices, strict)
+
+
+def _choice(value: Any) -> str:
+    """A value as a <select> option: ``true``, ``no``, ``lora`` (no YAML quotes around ``'no'``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _plain(doc: str) -> str:
+    """A docstring as one line of page text (reST ````code```` marks dropped)."""
+    return " ".join(doc.replace("``", "").split())
 
 
 def _choices(key: str, annotation: Any) -> tuple[list[str], bool]:
@@ -93,7 +105,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _doc(model: type[BaseModel]) -> str:
-    return " ".join((model.__doc__ or "").split())
+    return _plain(model.__doc__ or "")
 
 
 def _field_docs(model: type[BaseModel]) -> dict[str, str]:
@@ -111,7 +123,7 @@ def _field_docs(model: type[BaseModel]) -> dict[str, str]:
     for cls in reversed(model.__mro__):  # a subclass's docstring wins
         if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel:
             try:
-                docs.update(extract_docstrings_from_cls(cls))
+                docs.update(extract_docstrings_from_cls(cls, use_inspect=True))
             except (OSError, TypeError):  # no source available (e.g. a frozen install)
                 pass
     return docs
@@ -127,8 +139,15 @@ def _yaml_scalar(value: Any) -> str:
 
 def form_lines(values: dict[str, str], more: str = "") -> list[str]:
     """``key=value`` lines from the form's filled-in fields (empty ones take the default) and "more keys"."""
-    lines = [f"{key}={value}" for key, value in values.items() if value.strip()]
+    named = _named_choices()
+    lines = [f"{key}={json.dumps(value) if key in named else value}" for key, value in values.items() if value.strip()]
     return lines + [line.strip() for line in more.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@cache
+def _named_choices() -> frozenset[str]:
+    """Fields picked from a list of names: sent quoted, so a choice like ``no`` stays the word, not YAML's false."""
+    return frozenset(f.key for s in form_sections() for f in s.fields if f.strict and f.choices != ["true", "false"])
 
 
 def raw_config(lines: list[str]) -> dict[str, Any]:
@@ -159,12 +178,12 @@ def check_form(lines: list[str], where: str) -> tuple[str, RunConfig | None, str
 def form_values(path: Path) -> tuple[dict[str, str], str]:
     """A YAML config file as form values (``key -> YAML text``) plus the keys the form has no field for."""
     raw = read_yaml(path)
-    known = {f.key for s in form_sections() for f in s.fields}
+    known = {f.key: f for s in form_sections() for f in s.fields}
     values: dict[str, str] = {}
     more: list[str] = []
     for key, value in _flatten(raw):
         if key in known:
-            values[key] = _yaml_scalar(value)
+            values[key] = _choice(value) if known[key].strict else _yaml_scalar(value)
         else:
             more.append(f"{key}={_yaml_scalar(value)}")
     return values, "\n".join(more)
