@@ -166,10 +166,26 @@ def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
         rows = page.locator("#before-after tbody tr")
         assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == ["base", "finetuned"]
         assert "forgetting: perplexity on general" in page.inner_text("#forgetting")
+        report = page.request.get(url + "/report/ui-run")
+        assert report.status == 200 and "<table class='seed'>" in report.text()
         page.check("#compare-runs input[value='ui-run']")
         page.click("#compare-go")
         page.wait_for_function("document.querySelector('#compare-table').textContent.includes('ui-run')")
         page.screenshot(path=str(shots / "results.png"), full_page=True)
+
+        # The same run folder again: refused with the CLI's message, nothing started or changed
+        page.goto(url + "/config")
+        page.fill("#config-path", "tiny.yaml")
+        page.click("#config-load")
+        page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
+        page.fill("#f-training\\.max_steps", str(RUN_STEPS))
+        page.fill("#f-training\\.output_dir", "runs/ui-run")
+        page.click("#config-start")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.inner_text("#error").startswith(
+            "lmtune: error: training.output_dir: runs/ui-run already holds a finished run"
+        )
+        assert page.url == url + "/config"
 
         # Chat: both models answer the same prompt
         page.goto(url + "/chat?run=ui-run")
@@ -214,3 +230,44 @@ def test_bad_input_shows_the_cli_message_and_the_server_keeps_serving(project):
         page.screenshot(path=str(project / "bad-data.png"), full_page=True)
         with urllib.request.urlopen(url + "/data") as r:  # still serving
             assert r.status == 200
+
+
+def test_the_form_is_built_from_the_schema_and_round_trips_a_config(tmp_path, tiny_llama_dir):
+    from lmtune.config import validate_config
+    from lmtune.ui.forms import form_lines, form_sections, form_values, raw_config
+
+    fields = {f.key: f for s in form_sections() for f in s.fields}
+    assert fields["method"].strict and "lora" in fields["method"].choices
+    assert fields["model.dtype"].choices == ["auto", "float32", "bfloat16", "float16"]
+    assert fields["training.learning_rate"].default == "0.0002"
+    assert fields["model.name"].help.startswith("Hub id (e.g. gpt2)")  # the field's docstring
+    raw = tiny_run_raw(tiny_llama_dir, tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "run")
+    raw["training"]["save_strategy"] = "no"  # a choice YAML would read as false
+    raw["data"]["stratify"] = "no"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    values, more = form_values(tmp_path / "c.yaml")
+    assert more == "training.dataloader_num_workers=0"  # a TrainingArguments field the form has no field for
+    assert raw_config(form_lines(values, more)) == raw
+    assert validate_config(raw_config(form_lines(values, more))).data.stratify == "no"
+
+
+def test_runs_started_from_the_command_line_are_listed_with_their_state(tmp_path):
+    from lmtune.ui.jobs import Jobs
+
+    run = tmp_path / "runs" / "cli-run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n", encoding="utf-8")
+    write_jsonl(run / "train_log.jsonl", [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
+    (tmp_path / "runs" / "notes").mkdir()  # not a run folder
+    jobs = Jobs(tmp_path / "runs")
+    assert [s.as_dict() for s in jobs.states()] == [
+        {"name": "cli-run", "folder": str(run), "status": "running", "step": 2, "pid": None, "origin": "cli",
+         "note": "started from the command line"}
+    ]  # fmt: skip
+    old = time.time() - 3600
+    for f in run.iterdir():
+        os.utime(f, (old, old))
+    assert jobs.state("cli-run").status == "incomplete"  # a killed run that left no checkpoint
+    (run / "metrics.json").write_text("{}", encoding="utf-8")
+    assert jobs.state("cli-run").status == "finished"
+    assert jobs.progress("cli-run")["log"][-1] == {"step": 2, "loss": 1.5}

@@ -16,7 +16,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
     u = verbs.add_parser("ui", help="a local web app: data check, config form, live training, results, chat")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     u.add_argument("--runs", default="runs", help="folder of run folders to show (default runs/)")
     u.add_argument("--model", default=EMBEDDED_MODEL, help="the Data page's default tokenizer for token counts")
     u.set_defaults(func=cmd_ui, import_late=True)  # transformers is imported on the first data check or chat

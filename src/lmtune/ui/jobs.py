@@ -33,7 +33,7 @@ LOG_TAIL = 60
 class RunState:
     name: str
     folder: Path
-    status: str  # running, stopping, finished, stopped, failed, new
+    status: str  # running, stopping, finished, stopped (a checkpoint to resume), failed, incomplete
     step: int
     pid: int | None
     origin: str  # "ui" or "cli"
@@ -96,7 +96,7 @@ class Jobs:
             return RunState(name, folder, "stopped", step, None, origin, "a checkpoint is saved: resume continues")
         if record is not None:
             return RunState(name, folder, "failed", step, None, origin, self.error_line(name))
-        return RunState(name, folder, "new", step, None, origin)
+        return RunState(name, folder, "incomplete", step, None, origin, "no metrics.json and no checkpoint")
 
     def progress(self, name: str) -> dict[str, Any]:
         """The run's state, every training-log line so far and the end of its console."""
