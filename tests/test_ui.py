@@ -114,6 +114,16 @@ def browser_page(url: str) -> Iterator[tuple[object, list[str]]]:
             browser.close()
 
 
+def fill_the_form(page, url: str) -> None:
+    """Load tiny.yaml into the config form, then type the steps and the run folder."""
+    page.goto(url + "/config")
+    page.fill("#config-path", "tiny.yaml")
+    page.click("#config-load")
+    page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
+    page.fill("#f-training\\.max_steps", str(RUN_STEPS))
+    page.fill("#f-training\\.output_dir", "runs/ui-run")
+
+
 @needs_chromium
 def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
     shots = project / "screenshots"
@@ -132,12 +142,7 @@ def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
         page.screenshot(path=str(shots / "data.png"), full_page=True)
 
         # Config: load the YAML, fill fields, see it validated and the YAML beside it
-        page.goto(url + "/config")
-        page.fill("#config-path", "tiny.yaml")
-        page.click("#config-load")
-        page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
-        page.fill("#f-training\\.max_steps", str(RUN_STEPS))
-        page.fill("#f-training\\.output_dir", "runs/ui-run")
+        fill_the_form(page, url)
         page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('output_dir: runs/ui-run')")
         assert page.get_attribute("#config-status", "class") == "status good"
         assert yaml.safe_load(page.inner_text("#config-yaml"))["training"]["max_steps"] == RUN_STEPS
@@ -174,12 +179,7 @@ def test_the_whole_loop_in_chromium(project, tiny_llama_dir):
         page.screenshot(path=str(shots / "results.png"), full_page=True)
 
         # The same run folder again: refused with the CLI's message, nothing started or changed
-        page.goto(url + "/config")
-        page.fill("#config-path", "tiny.yaml")
-        page.click("#config-load")
-        page.wait_for_function("document.querySelector('#config-yaml').textContent.includes('target_modules')")
-        page.fill("#f-training\\.max_steps", str(RUN_STEPS))
-        page.fill("#f-training\\.output_dir", "runs/ui-run")
+        fill_the_form(page, url)
         page.click("#config-start")
         page.wait_for_selector("#error:not([hidden])")
         assert page.inner_text("#error").startswith(
@@ -227,6 +227,11 @@ def test_bad_input_shows_the_cli_message_and_the_server_keeps_serving(project):
         page.wait_for_selector("#error:not([hidden])")
         assert page.inner_text("#error") == "lmtune: error: bad.jsonl:2: malformed JSON (Expecting value at column 12)"
         assert "Traceback" not in page.content()
+        page.set_input_files("#data-upload", str(project / "bad.jsonl"))  # an upload is kept, then checked
+        page.click("#data-check")
+        page.wait_for_function("document.querySelector('#error').textContent.includes('uploads')")
+        assert page.inner_text("#error").startswith("lmtune: error: runs/.ui/uploads/bad.jsonl:2: malformed JSON")
+        assert (project / "runs" / ".ui" / "uploads" / "bad.jsonl").read_bytes() == (project / "bad.jsonl").read_bytes()
         page.screenshot(path=str(project / "bad-data.png"), full_page=True)
         with urllib.request.urlopen(url + "/data") as r:  # still serving
             assert r.status == 200
