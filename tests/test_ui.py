@@ -7,11 +7,13 @@ Screenshots of every page go to the test's tmp_path. Skipped where /usr/bin/chro
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import CHROMIUM, CHROMIUM_ARGS, EVAL_ROWS, REPO_ROOT, TRAIN_ROWS, tiny_run_raw, write_jsonl
+
+from lmtune.config import load_config
 
 START_LIMIT_S = 5.0
 RUN_STEPS = 200  # long enough to be stopped while it trains (~35 steps/s on an idle 2-core CPU)
@@ -39,6 +43,16 @@ def lmtune(*args: str) -> list[str]:
 def env() -> dict[str, str]:
     src = str(REPO_ROOT / "src")  # this checkout's lmtune, also in the training processes the server starts
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of a POST, as the pages send it."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 @contextmanager
@@ -67,11 +81,23 @@ def ui_server(folder: Path, model: Path | None = None) -> Iterator[tuple[str, in
         log.close()
 
 
-def test_ui_starts_in_under_5_s_and_a_port_in_use_is_one_line(tmp_path):
+def test_ui_starts_in_under_5_s_answers_bad_requests_in_one_line_and_refuses_a_port_in_use(tmp_path):
     with ui_server(tmp_path) as (url, port, started):
         assert started < START_LIMIT_S, f"first HTTP 200 after {started:.2f} s"
         page = urllib.request.urlopen(url + "/config").read().decode()
         assert "http://" not in page and "https://" not in page  # nothing loaded from the network
+        saved = post(url + "/api/config/save", {"values": {"data.train": "train.jsonl"}, "path": "mine.yaml"})
+        assert saved == (200, {"saved": "mine.yaml", "command": "lmtune train mine.yaml"})
+        assert load_config(tmp_path / "mine.yaml").data.train == "train.jsonl"  # what lmtune train reads
+        again_saved = post(url + "/api/config/save", {"values": {"data.train": "other.jsonl"}, "path": "mine.yaml"})
+        assert again_saved == (400, {"error": "lmtune: error: mine.yaml: exists; tick 'replace' to overwrite it, "
+                                              "or give another file name"})  # fmt: skip
+        assert "train.jsonl" in (tmp_path / "mine.yaml").read_text()
+        assert post(url + "/api/runs/nope/stop", {}) == (
+            400,
+            {"error": "lmtune: error: run 'nope': no such run under runs"},
+        )
+        assert post(url + "/api/data/check", {"path": "x.jsonl", "format": "tsv"})[0] == 400  # not a format
         again = subprocess.run(lmtune("ui", "--port", str(port)), cwd=tmp_path, env=env(),
                                capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 2

@@ -135,6 +135,12 @@ class Jobs:
                     f"training.output_dir: {folder} is in use by a running job ({other.name}); stop it first, "
                     "or set another training.output_dir"
                 )
+        record = self._record(name)
+        if record and Path(record["folder"]) != folder.resolve():  # jobs are named by their folder's name
+            raise ConfigError(
+                f"training.output_dir: {folder}: a run named {name!r} ({record['folder']}) is already listed here; "
+                "give the folder another name"
+            )
         if cfg.stages:
             raise ConfigError("stages: run staged configs with `lmtune train` (the UI starts single runs)")
         preflight(cfg, overwrite=False, resume=resume)
