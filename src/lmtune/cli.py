@@ -331,12 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--eval-rows", type=int, default=60)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_data_demo)
+
+    from lmtune.ui.command import add_parser as add_ui_parser
+
+    add_ui_parser(verbs)  # lmtune ui: its arguments and function live in lmtune/ui/command.py
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries(args.debug)
+    _quiet_libraries(args.debug, import_now=not getattr(args, "import_late", False))
     try:
         code = args.func(args)  # a verb that starts other processes returns their exit status
     except LmtuneError as e:
@@ -353,15 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-def _quiet_libraries(debug: bool) -> None:
+def _quiet_libraries(debug: bool, import_now: bool = True) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s")
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bare tqdm bar
-        from transformers.utils import logging as hf_logging
+        if import_now:  # lmtune ui starts in a second; the variables above quiet transformers when it comes
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # e.g. GGUF conversion; lmtune logs its own line instead
+            hf_logging.disable_progress_bar()  # e.g. GGUF conversion; lmtune logs its own line instead
         # torchao (imported by peft when installed) warns about CUDA kernels a CPU machine cannot load
         quiet = ("transformers", "peft", "accelerate", "datasets", "httpx", "urllib3", "absl", "torchao", "gguf")
         for name in (*quiet, "torch.utils._pytree"):
