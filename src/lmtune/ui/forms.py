@@ -101,7 +101,11 @@ def _literal_args(annotation: Any) -> list[Any]:
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    """The section model of a field: ``Section`` or an optional ``Section | None`` (e.g. ``privacy``)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _doc(model: type[BaseModel]) -> str:
