@@ -226,7 +226,8 @@ def test_an_interrupted_private_run_resumes_with_the_accountants_state(tmp_path,
     ("override", "message"),
     [
         ("training.packing=true", "training.packing: packing mixes examples"),
-        ("method=full", "method: full: private training uses lora, dora, qlora"),
+        ("method=full", "method: full: private training uses lora, qlora"),
+        ("method=dora", "method: dora: private training uses lora, qlora"),
         ("privacy.noise_multiplier=null", "privacy: give exactly one of target_epsilon and noise_multiplier"),
     ],
 )
@@ -238,3 +239,12 @@ def test_what_breaks_per_example_gradients_is_refused_in_one_line(tmp_path, tiny
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_private_run_is_refused_on_several_processes(tmp_path, tiny_llama_dir):
+    config = tmp_path / "private.yaml"
+    config.write_text(json.dumps(private_raw(tiny_llama_dir, tmp_path, noise_multiplier=0.5)))
+    done = subprocess.run([sys.executable, "-m", "lmtune", "train", str(config), "--nproc", "2"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "privacy: runs in one process" in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -51,6 +51,8 @@ def finetune(
 
         refuse_distributed(f"objective: {cfg.objective}")
         return finetune_objective(cfg, overwrite=overwrite, resume=resume, echo=echo)
+    if cfg.privacy is not None:
+        refuse_distributed("privacy")
     ranks.init()
     out = Path(cfg.training.output_dir)
     checked = preflight(cfg, overwrite, resume)

@@ -79,8 +79,10 @@ def refuse_distributed(what: str, launching: bool = False) -> None:
 
 
 def refuse_distributed_config(cfg: RunConfig) -> None:
-    """What does not run under several processes yet: preference objectives and staged runs."""
+    """What does not run under several processes yet: preference objectives, staged and private runs."""
     if cfg.objective != "sft":
         refuse_distributed(f"objective: {cfg.objective}", launching=True)
+    if cfg.privacy is not None:  # Opacus's DPDDP and distributed Poisson sampler are not wired in
+        refuse_distributed("privacy", launching=True)
     if cfg.stages:
         refuse_distributed("stages", launching=True)

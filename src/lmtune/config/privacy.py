@@ -8,11 +8,11 @@ from pydantic import Field, model_validator
 
 from lmtune.config.sections import _Section
 
-PRIVATE_METHODS = ("lora", "dora", "qlora")
+PRIVATE_METHODS = ("lora", "qlora")
 """Methods whose trainable layers are plain linear adapters: Opacus computes their per-example gradients
-exactly. The others train layers it cannot (AdaLoRA's SVD triplets, IA3's scaling vectors inside the
-base layer, prompt encoders that mix examples' virtual tokens) or train the whole model (full, freeze),
-where per-example gradients of every weight would not fit in memory."""
+exactly. DoRA's magnitude layer takes the adapters as call arguments, which Opacus's functorch fallback
+cannot replay per example; AdaLoRA's SVD triplets, IA3's scaling vectors and the prompt encoders have no
+per-example rule either; full and freeze would need a per-example copy of every trained weight."""
 
 
 class PrivacyConfig(_Section):

@@ -111,6 +111,8 @@ def private_trainer_class(base: type, privacy: Privacy, collate: Any, sampler: A
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             if "loss" in logs or "train_loss" in logs:
                 logs["epsilon"] = privacy.epsilon()
+            # Trainer's norm would be of the last physical chunk's unclipped sum: neither the step's nor private
+            logs.pop("grad_norm", None)
             super().log(logs, *args, **kwargs)
 
         def _save_rng_state(self, output_dir: str) -> None:
