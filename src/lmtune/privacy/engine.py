@@ -11,6 +11,7 @@ but the last a skipped step that only clips and accumulates.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +71,12 @@ def resolve_privacy(
     delta = section.delta if section.delta is not None else default_delta(train_rows)
     sigma = section.noise_multiplier
     if sigma is None:
-        sigma = get_noise_multiplier(
-            target_epsilon=section.target_epsilon, target_delta=delta, sample_rate=rate, steps=max(steps, 1),
-            accountant=section.accountant,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # the search tries noise levels where RDP's order grid is loose: expected
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = get_noise_multiplier(
+                target_epsilon=section.target_epsilon, target_delta=delta, sample_rate=rate, steps=max(steps, 1),
+                accountant=section.accountant,
+            )  # fmt: skip
     return Privacy(
         noise_multiplier=float(sigma), max_grad_norm=section.max_grad_norm, delta=delta, sample_rate=rate,
         expected_batch=expected, physical_batch=batch, steps=steps, accountant_name=section.accountant,
