@@ -331,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--eval-rows", type=int, default=60)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_data_demo)
+
+    from lmtune.sweep.command import add_parser as add_sweep
+
+    add_sweep(verbs)
     return p
 
 

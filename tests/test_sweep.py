@@ -1,0 +1,200 @@
+"""``lmtune sweep`` on a tiny random model: the search space checked up front, a killed sweep continued,
+two processes on one SQLite study, and best.yaml reproducing the best trial."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import EVAL_ROWS, REPO_ROOT, TRAIN_ROWS, tiny_run_raw, write_jsonl
+
+from lmtune.cli import main
+
+SPACE = {"training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora.r": [2, 4, 8]}
+
+
+def sweep_raw(tiny_llama_dir: Path, root: Path, **sweep: Any) -> dict[str, Any]:
+    """A sweep config whose trials take a few seconds each (two steps, eval loss after each)."""
+    train = write_jsonl(root / "train.jsonl", TRAIN_ROWS)
+    held_out = write_jsonl(root / "eval.jsonl", EVAL_ROWS)
+    raw = tiny_run_raw(tiny_llama_dir, train, held_out, root / "sweep")
+    raw["training"].update({"max_steps": 2, "plan": False, "eval_strategy": "steps", "eval_steps": 1})
+    raw["eval"].update({"base": False, "reference": None, "metrics": ["perplexity"]})
+    raw["sweep"] = {"objective": "eval_loss", "heartbeat": 1, "space": SPACE, **sweep}
+    return raw
+
+
+def write_config(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def sweep_process(config: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "lmtune", "sweep", str(config), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def states(storage: str, name: str) -> list[tuple[int, str]]:
+    """(number, state) of every trial of the study, read from the storage as another process would."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # not created yet
+        return []
+    return [(t.number, t.state.name) for t in study.get_trials(deepcopy=False)]
+
+
+def finished(trials: list[tuple[int, str]]) -> list[int]:
+    return [n for n, s in trials if s in ("COMPLETE", "PRUNED")]
+
+
+def ran(stdout: str) -> int:
+    """Trials the process started, from its own lines (``trial 3: key=value, ...  ->  folder``)."""
+    return sum(" ->  " in line for line in stdout.splitlines())
+
+
+# --------------------------------------------------------------------------- checked before any trial
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"training.learning_rat": {"low": 1e-4, "high": 1e-2}},
+         "sweep.space.training.learning_rat: unknown key (did you mean 'training.learning_rate'?)"),
+        ({"training.learning_rate": {"low": 1e-2, "high": 1e-4}},
+         "sweep.space.training.learning_rate: low (0.01) is above high (0.0001)"),
+        ({"lora.r": []}, "sweep.space.lora.r: empty list of choices"),
+        ({"lora.r": [4, -1]}, "sweep.space.lora.r: the config refuses -1 (lora.r: input should be greater than 0"),
+        ({"method": {"low": 1, "high": 2}}, "sweep.space.method: not a number key; give a list of choices"),
+    ],
+)  # fmt: skip
+def test_a_bad_search_space_is_one_line_exit_2_and_nothing_is_written(tiny_llama_dir, tmp_path, capsys, space, message):
+    raw = sweep_raw(tiny_llama_dir, tmp_path)
+    raw["sweep"]["space"] = space
+    config = write_config(tmp_path / "sweep.yaml", raw)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["sweep", str(config), "--trials", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lmtune: error: ") and message in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before  # no sweep folder, no storage
+
+
+def test_an_objective_the_run_does_not_measure_is_refused(tiny_llama_dir, tmp_path, capsys):
+    raw = sweep_raw(tiny_llama_dir, tmp_path, objective="finetuned.bleu", pruner="none")
+    assert main(["sweep", str(write_config(tmp_path / "s.yaml", raw)), "--trials", "2"]) == 2
+    assert "sweep.objective: finetuned.bleu: eval.metrics does not measure bleu" in capsys.readouterr().err
+
+
+def test_a_config_without_sweep_loads_as_before(tiny_llama_dir, tmp_path):
+    from lmtune.config import dump_config, validate_config
+
+    raw = sweep_raw(tiny_llama_dir, tmp_path)
+    plain = {k: v for k, v in raw.items() if k != "sweep"}
+    assert validate_config(plain).sweep is None
+    assert dump_config(validate_config(raw)) == dump_config(validate_config(plain))  # no sweep in config.yaml
+
+
+# --------------------------------------------------------------------------- killed and started again
+
+
+@pytest.fixture(scope="module")
+def killed_and_continued(tiny_llama_dir, tmp_path_factory) -> dict[str, Any]:
+    """4 trials in SQLite; the process SIGKILLed once two are finished, then the same command again."""
+    root = tmp_path_factory.mktemp("sweep-kill")
+    config = write_config(root / "sweep.yaml", sweep_raw(tiny_llama_dir, root))
+    storage = f"sqlite:///{root / 'study.db'}"
+    first = sweep_process(config, "--trials", "4", "--storage", storage, "--study", "kill")
+    deadline = time.monotonic() + 300
+    while len(finished(states(storage, "kill"))) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    at_kill = states(storage, "kill")
+    second = subprocess.run([*sweep_process_args(config), "--trials", "4", "--storage", storage, "--study", "kill"],
+                            env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    third = subprocess.run([*sweep_process_args(config), "--trials", "4", "--storage", storage, "--study", "kill"],
+                           env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    return {"root": root, "storage": storage, "at_kill": at_kill, "second": second, "third": third}
+
+
+def sweep_process_args(config: Path) -> list[str]:
+    return [sys.executable, "-m", "lmtune", "sweep", str(config)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+
+
+def test_a_killed_sweep_runs_exactly_the_remaining_trials(killed_and_continued):
+    k = killed_and_continued
+    assert len(finished(k["at_kill"])) == 2, k["at_kill"]
+    second = k["second"]
+    assert second.returncode == 0, second.stderr
+    assert ran(second.stdout) == 2, second.stdout
+    trials = states(k["storage"], "kill")
+    assert len(finished(trials)) == 4
+    assert len(set(finished(trials))) == 4
+    # the trial killed mid-run is failed (its heartbeat stopped), not counted; nothing else failed
+    assert [s for _, s in trials if s not in ("COMPLETE", "PRUNED")] == ["FAIL"] * (len(k["at_kill"]) - 2)
+    third = k["third"]  # --trials is the study's total: once it is reached, the same command adds none
+    assert third.returncode == 0 and ran(third.stdout) == 0, third.stdout
+    assert states(k["storage"], "kill") == trials
+
+
+def test_the_sweep_folder_holds_every_trial_and_the_reports(killed_and_continued):
+    folder = killed_and_continued["root"] / "sweep"
+    summary = json.loads((folder / "sweep.json").read_text())
+    done = [t for t in summary["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+    assert len(done) == 4 and summary["trials_finished"] == 4
+    for t in done:
+        assert (folder / t["folder"] / "metrics.json").is_file()
+        assert "sweep" not in yaml.safe_load((folder / t["folder"] / "config.yaml").read_text())
+        assert set(t["params"]) == set(SPACE)
+        assert list(t["intermediate_eval_loss"]) == ["1", "2"]  # the pruner saw each evaluation
+        assert t["seconds"] > 0
+    complete = [t for t in done if t["state"] == "COMPLETE"]
+    assert summary["best"]["value"] == min(t["value"] for t in complete)
+    assert (folder / "sweep_objective.png").stat().st_size > 1000
+    table = (folder / "sweep.md").read_text()
+    assert all(f"| {t['number']} | {t['state'].lower()} |" in table for t in done)
+    assert "<img" in (folder / "sweep.html").read_text()
+    assert "best: trial" in killed_and_continued["second"].stdout
+
+
+def test_best_yaml_trained_again_gives_the_best_trials_value(killed_and_continued, capsys):
+    from lmtune.sweep.objective import objective_value
+
+    folder = killed_and_continued["root"] / "sweep"
+    summary = json.loads((folder / "sweep.json").read_text())
+    assert main(["train", str(folder / "best.yaml")]) == 0
+    again = json.loads((folder / "best" / "metrics.json").read_text())
+    assert math.isclose(objective_value(again, "eval_loss"), summary["best"]["value"], rel_tol=1e-6)
+
+
+# --------------------------------------------------------------------------- two processes, one study
+
+
+def test_two_processes_on_one_sqlite_study_end_with_the_requested_trials(tiny_llama_dir, tmp_path):
+    config = write_config(tmp_path / "sweep.yaml", sweep_raw(tiny_llama_dir, tmp_path, pruner="none"))
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [sweep_process(config, "--trials", "4", "--storage", storage, "--study", "shared") for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    trials = states(storage, "shared")
+    assert len(finished(trials)) == 4, trials
+    assert sum(ran(out) for out, _ in outs) == 4  # every trial ran once, in one of the two
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    folders = [t["folder"] for t in summary["trials"] if t["state"] == "COMPLETE"]
+    assert len(set(folders)) == 4
+    assert [t for t in summary["trials"] if t["state"] not in ("COMPLETE", "NOT RUN")] == []
