@@ -198,3 +198,62 @@ def test_two_processes_on_one_sqlite_study_end_with_the_requested_trials(tiny_ll
     folders = [t["folder"] for t in summary["trials"] if t["state"] == "COMPLETE"]
     assert len(set(folders)) == 4
     assert [t for t in summary["trials"] if t["state"] not in ("COMPLETE", "NOT RUN")] == []
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the two trials "elsewhere" are asked for by hand
+def test_a_trial_created_past_the_total_is_not_run_and_not_counted(tiny_llama_dir, tmp_path):
+    """The race two processes can run into: both ask for a trial when one is left; the later one is not run."""
+    from lmtune.config import validate_config
+    from lmtune.sweep.report import sweep_summary
+    from lmtune.sweep.storage import open_storage, open_study
+    from lmtune.sweep.study import NotRun, Sweep, run_trial
+
+    raw = sweep_raw(tiny_llama_dir, tmp_path, pruner="none")
+    cfg = validate_config(raw)
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = open_study(open_storage(url, 30), "race", "minimize", {}, 0, prune=False)
+    study.ask(), study.ask()  # two trials running in other processes take the whole budget of 2
+    sweep = Sweep(cfg=cfg, raw=raw, folder=tmp_path / "sweep", trials=2, storage_url=url)
+    study.optimize(lambda trial: run_trial(sweep, trial), n_trials=1, catch=(NotRun,))
+    last = study.get_trials()[-1]
+    assert last.number == 2 and last.state.name == "FAIL" and last.params == {}
+    assert not (tmp_path / "sweep").exists()  # no run folder: nothing was trained
+    summary = sweep_summary(sweep, study)
+    assert summary["trials"][-1]["state"] == "NOT RUN" and summary["trials_finished"] == 0
+
+
+def test_a_study_started_for_another_search_is_refused(tmp_path):
+    from lmtune.errors import LmtuneError
+    from lmtune.sweep.storage import open_storage, open_study
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}", 30)
+    open_study(storage, "s", "minimize", {"objective": "eval_loss", "space": SPACE}, 0, prune=True)
+    with pytest.raises(LmtuneError, match="study 's' was started with another sweep \\(space differ\\)"):
+        open_study(storage, "s", "minimize", {"objective": "eval_loss", "space": {"lora.r": [2]}}, 0, prune=True)
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_alone(tiny_llama_dir, tmp_path, capsys):
+    raw = sweep_raw(tiny_llama_dir, tmp_path)
+    mine = tmp_path / "sweep" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    assert main(["sweep", str(write_config(tmp_path / "s.yaml", raw)), "--trials", "1"]) == 2
+    assert "holds files that are not a sweep" in capsys.readouterr().err
+    assert [p.name for p in mine.parent.iterdir()] == ["notes.txt"]
+
+
+def test_a_pruned_trial_stops_training_and_does_not_become_the_best(tiny_llama_dir, tmp_path, monkeypatch, capsys):
+    import optuna
+
+    # the pruner's verdict is forced for trial 1 (which trial the median pruner stops is the sampler's luck)
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    raw = sweep_raw(tiny_llama_dir, tmp_path)
+    assert main(["sweep", str(write_config(tmp_path / "s.yaml", raw)), "--trials", "3"]) == 0
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    pruned = summary["trials"][1]
+    assert list(pruned["intermediate_eval_loss"]) == ["1"]  # stopped after the first evaluation of two
+    log = (tmp_path / "sweep" / pruned["folder"] / "train_log.jsonl").read_text().splitlines()
+    assert max(json.loads(line)["step"] for line in log) == 1
+    assert summary["best"]["number"] in (0, 2)
+    assert "trial 1: pruned at step 1" in capsys.readouterr().out
