@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from lmtune.config import RunConfig, dump_config, validate_config
 from lmtune.errors import LmtuneError
 from lmtune.files import atomic_write_text
+from lmtune.guards import Interrupted
 from lmtune.sweep.objective import objective_value, prunes
 from lmtune.sweep.space import key_type, with_value, without_sweep
 
@@ -103,8 +106,14 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
     start = time.monotonic()
     # a trial's log lines (Trainer prints each logged step off a terminal) stay in its folder's train_log.jsonl:
     # the sweep's own output is one line per trial
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        metrics = finetune(cfg, echo=lambda *a, **k: None, callbacks=[pruning] if pruning else None)
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            metrics = finetune(cfg, echo=lambda *a, **k: None, callbacks=[pruning] if pruning else None)
+    except Interrupted:  # the run's own advice (resume this folder) is not how a sweep goes on
+        raise Interrupted(
+            f"interrupted: trial {trial.number} stopped and is failed; the same command again continues the sweep "
+            "with a new trial"
+        ) from None
     took = time.monotonic() - start
     value = objective_value(metrics, sweep.objective)
     if pruning and pruning.pruned_at is not None:
@@ -145,26 +154,22 @@ def best_trial(study: Any) -> Any | None:
         return None
 
 
-class PruneOnEvalLoss:
+class PruneOnEvalLoss(TrainerCallback):
     """Reports each evaluation's ``eval_loss`` to the trial and stops training when the pruner says so."""
 
-    def __new__(cls, trial: Any) -> Any:
-        from transformers import TrainerCallback
+    def __init__(self, trial: Any):
+        self.trial = trial
+        self.pruned_at: int | None = None
 
-        class Callback(TrainerCallback):
-            pruned_at: int | None = None
-
-            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
-                loss = (metrics or {}).get("eval_loss")
-                if loss is None:
-                    return
-                trial.report(loss, state.global_step)
-                if trial.should_prune():
-                    # the run still finishes (final evaluation, metrics.json): a pruned trial's folder is a run
-                    self.pruned_at = state.global_step
-                    control.should_training_stop = True
-
-        return Callback()
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        self.trial.report(loss, state.global_step)
+        if self.trial.should_prune():
+            # the run still finishes (final evaluation, metrics.json): a pruned trial's folder is a whole run
+            self.pruned_at = state.global_step
+            control.should_training_stop = True
 
 
 def _refuse_if_past_total(sweep: Sweep, trial: Any) -> None:
