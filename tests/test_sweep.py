@@ -257,3 +257,30 @@ def test_a_pruned_trial_stops_training_and_does_not_become_the_best(tiny_llama_d
     assert max(json.loads(line)["step"] for line in log) == 1
     assert summary["best"]["number"] in (0, 2)
     assert "trial 1: pruned at step 1" in capsys.readouterr().out
+
+
+def test_a_failed_trial_is_replaced_and_failures_in_a_row_stop_the_sweep(tiny_llama_dir, tmp_path, monkeypatch, capsys):
+    """A trial whose run stops (a diverged loss, out of memory) is failed and another runs in its place;
+    three in a row stop the sweep with one line. The runs are stand-ins: this is about the loop."""
+    import lmtune.pipeline
+    from lmtune.guards import TrainingStopped
+
+    def finetune(cfg, callbacks=None, **kwargs):
+        if cfg.training.output_dir.endswith("trial-0001") or always_fail:
+            raise TrainingStopped("training stopped at step 2: the loss is not a finite number")
+        return {"finetuned": {"perplexity": 2.0}}
+
+    monkeypatch.setattr(lmtune.pipeline, "finetune", finetune)
+    always_fail = False
+    config = write_config(tmp_path / "s.yaml", sweep_raw(tiny_llama_dir, tmp_path, pruner="none"))
+    assert main(["sweep", str(config), "--trials", "2"]) == 0
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "not a finite number" in summary["trials"][1]["error"]
+    always_fail = True
+    capsys.readouterr()
+    assert main(["sweep", str(config), "--trials", "3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lmtune: error: 3 trials in a row failed; the last: training stopped at step 2: the loss is not "
+                   "a finite number"]  # fmt: skip
+    assert len(json.loads((tmp_path / "sweep" / "sweep.json").read_text())["trials"]) == 6

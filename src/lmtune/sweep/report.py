@@ -6,6 +6,7 @@ Written after every trial, from the storage, so they tell the whole study whiche
 from __future__ import annotations
 
 import math
+import warnings
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from lmtune.report.tables import aligned
 from lmtune.sweep import plots
 from lmtune.sweep.objective import direction_of
 from lmtune.sweep.storage import shown_url
-from lmtune.sweep.study import FOLDER, NOT_RUN, Sweep, best_trial, write_best_config
+from lmtune.sweep.study import ERROR, FOLDER, NOT_RUN, Sweep, best_trial, write_best_config
 
 SWEEP_JSON = "sweep.json"
 FIGURES = (("sweep_objective.png", "Objective over trials"), ("sweep_importance.png", "Parameter importances"))
@@ -69,6 +70,7 @@ def trial_entry(t: Any) -> dict[str, Any]:
         "folder": t.user_attrs.get(FOLDER),
         "intermediate_eval_loss": {str(k): v for k, v in sorted(t.intermediate_values.items())},
         "retry_of": t.system_attrs.get("failed_trial"),
+        "error": t.user_attrs.get(ERROR),
     }
 
 
@@ -80,7 +82,9 @@ def param_importances(study: Any) -> dict[str, float]:
     if len(complete) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():  # "importances will be equal" when the values tie: the figure shows it
+            warnings.simplefilter("ignore", UserWarning)
+            return dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError):  # e.g. every complete trial drew the same values: nothing to attribute
         return {}
 

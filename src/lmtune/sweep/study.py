@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from lmtune.config import RunConfig, dump_config, validate_config
 from lmtune.errors import LmtuneError
 from lmtune.files import atomic_write_text
-from lmtune.guards import Interrupted
+from lmtune.guards import Interrupted, TrainingStopped
 from lmtune.sweep.objective import objective_value, prunes
 from lmtune.sweep.space import key_type, with_value, without_sweep
 
@@ -30,8 +30,17 @@ NOT_RUN = "lmtune_not_run"  # user attribute of a trial created past the request
 FOLDER = "lmtune_folder"
 
 
+MAX_FAILURES_IN_A_ROW = 3
+ERROR = "lmtune_error"
+
+
 class NotRun(Exception):
     """The study already had its trials when this one was created: it is failed at once, never run."""
+
+
+class TrialFailed(Exception):
+    """The trial's run stopped (a non-finite loss, out of memory): a result of its values, not a reason
+    to stop the sweep; the trial is failed and another takes its place."""
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Sweep:
     storage_url: str
     echo: Any = print
     ran: list[int] = field(default_factory=list)
+    failures_in_a_row: int = 0
 
     @property
     def objective(self) -> str:
@@ -81,9 +91,12 @@ def run_trials(sweep: Sweep, study: Any) -> None:
             continue
         waiting_said = False
         try:
-            study.optimize(lambda trial: run_trial(sweep, trial), n_trials=1, catch=(NotRun,))
+            study.optimize(lambda trial: run_trial(sweep, trial), n_trials=1, catch=(NotRun, TrialFailed))
         finally:
             write_outputs(sweep, study)  # after every trial: a killed sweep still leaves a true sweep.json
+        if sweep.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:  # the config, not the sampled values, is at fault
+            last = study.get_trials(deepcopy=False)[-1].user_attrs.get(ERROR, "")
+            raise TrainingStopped(f"{MAX_FAILURES_IN_A_ROW} trials in a row failed; the last: {last}")
 
 
 def run_trial(sweep: Sweep, trial: Any) -> float:
@@ -114,6 +127,12 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
             f"interrupted: trial {trial.number} stopped and is failed; the same command again continues the sweep "
             "with a new trial"
         ) from None
+    except TrainingStopped as e:
+        sweep.failures_in_a_row += 1
+        trial.set_user_attr(ERROR, str(e))
+        sweep.echo(f"trial {trial.number}: failed: {e}")
+        raise TrialFailed(str(e)) from None
+    sweep.failures_in_a_row = 0
     took = time.monotonic() - start
     value = objective_value(metrics, sweep.objective)
     if pruning and pruning.pruned_at is not None:
