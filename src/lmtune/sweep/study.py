@@ -103,8 +103,6 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
     """One trial: its parameters from the sampler, a whole run in its folder, the objective's value."""
     import optuna
 
-    from lmtune.pipeline import finetune
-
     _refuse_if_past_total(sweep, trial)
     # seeded by trial number: reproducible, and two processes never draw the same random points
     trial.study.sampler = optuna.samplers.TPESampler(seed=sweep.cfg.seed + trial.number)
@@ -117,9 +115,25 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
     sweep.ran.append(trial.number)
     pruning = PruneOnEvalLoss(trial) if prunes(sweep.cfg) else None
     start = time.monotonic()
-    # a trial's log lines (Trainer prints each logged step off a terminal) stay in its folder's train_log.jsonl:
-    # the sweep's own output is one line per trial
+    metrics = _train(sweep, trial, cfg, pruning)
+    took = time.monotonic() - start
+    value = objective_value(metrics, sweep.objective)
+    if pruning and pruning.pruned_at is not None:
+        sweep.echo(f"trial {trial.number}: pruned at step {pruning.pruned_at} ({took:.0f} s)")
+        raise optuna.TrialPruned(f"eval loss above the median at step {pruning.pruned_at}")
+    if value is None:
+        raise LmtuneError(f"trial {trial.number}: {folder / 'metrics.json'} holds no {sweep.objective}")
+    sweep.echo(f"trial {trial.number}: {sweep.objective} = {value:.6g} ({took:.0f} s)")
+    return value
+
+
+def _train(sweep: Sweep, trial: Any, cfg: RunConfig, pruning: PruneOnEvalLoss | None) -> dict[str, Any]:
+    """The trial's run (``lmtune train``'s pipeline); a run that stops on its own fails the trial, not the sweep."""
+    from lmtune.pipeline import finetune
+
     try:
+        # a trial's log lines (Trainer prints each logged step off a terminal) stay in its train_log.jsonl:
+        # the sweep's own output is one line per trial
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             metrics = finetune(cfg, echo=lambda *a, **k: None, callbacks=[pruning] if pruning else None)
     except Interrupted:  # the run's own advice (resume this folder) is not how a sweep goes on
@@ -133,15 +147,7 @@ def run_trial(sweep: Sweep, trial: Any) -> float:
         sweep.echo(f"trial {trial.number}: failed: {e}")
         raise TrialFailed(str(e)) from None
     sweep.failures_in_a_row = 0
-    took = time.monotonic() - start
-    value = objective_value(metrics, sweep.objective)
-    if pruning and pruning.pruned_at is not None:
-        sweep.echo(f"trial {trial.number}: pruned at step {pruning.pruned_at} ({took:.0f} s)")
-        raise optuna.TrialPruned(f"eval loss above the median at step {pruning.pruned_at}")
-    if value is None:
-        raise LmtuneError(f"trial {trial.number}: {folder / 'metrics.json'} holds no {sweep.objective}")
-    sweep.echo(f"trial {trial.number}: {sweep.objective} = {value:.6g} ({took:.0f} s)")
-    return value
+    return metrics
 
 
 def suggest(trial: Any, key: str, spec: Any) -> Any:
