@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     from lmtune.ui.command import add_parser as add_ui_parser
 
     add_ui_parser(verbs)  # lmtune ui: its arguments and function live in lmtune/ui/command.py
+
+    from lmtune.sweep.command import add_parser as add_sweep
+
+    add_sweep(verbs)
     return p
 
 

@@ -38,9 +38,16 @@ logger = logging.getLogger(__name__)
 
 
 def finetune(
-    cfg: RunConfig, overwrite: bool = False, resume: bool = False, echo: Any = print, memory_budget: int | None = None
+    cfg: RunConfig,
+    overwrite: bool = False,
+    resume: bool = False,
+    echo: Any = print,
+    memory_budget: int | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the contents of ``metrics.json``.
+
+    ``callbacks`` (``transformers.TrainerCallback``) join the Trainer's own, e.g. ``lmtune sweep``'s pruner.
 
     Everything that can be checked is checked before the run folder is created, so a bad
     config, data file or model name leaves nothing behind.  An unfinished run of the same
@@ -141,7 +148,7 @@ def finetune(
         train_rows,
         eval_rows,
         cfg,
-        callbacks=ctx.callbacks,
+        callbacks=[*ctx.callbacks, *(callbacks or [])],
         penalty=penalty,
         generation_score=lambda m: _generation_scores(m, tokenizer, encoder, eval_examples, cfg),
         resume_from=checkpoint,

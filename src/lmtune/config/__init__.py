@@ -23,10 +23,11 @@ from lmtune.config.sections import (
     PromptTuningConfig,
     PTuningConfig,
 )
+from lmtune.config.sweep import SweepConfig
 
 __all__ = [
     "DATA_FORMATS", "EMBEDDED_MODEL", "METRICS", "AdaLoraConfig", "ContinualConfig", "DataConfig", "DataSource",
     "EvalConfig", "FreezeConfig", "IA3Config", "LoraConfig", "ModelConfig", "PTuningConfig", "PrefixTuningConfig",
-    "PromptTuningConfig", "RunConfig", "TrainingConfig", "apply_override", "dump_config", "load_config", "read_yaml",
-    "training_argument_names", "validate_config",
+    "PromptTuningConfig", "RunConfig", "SweepConfig", "TrainingConfig", "apply_override", "dump_config",
+    "load_config", "read_yaml", "training_argument_names", "validate_config",
 ]  # fmt: skip

@@ -78,6 +78,10 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
             cfg.stage_configs()  # every stage is validated now, not when it starts
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
+    if cfg.sweep:
+        from lmtune.sweep.space import check_sweep  # the space is checked against this very config
+
+        check_sweep(raw, cfg, where)
     return cfg
 
 

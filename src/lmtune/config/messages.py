@@ -11,10 +11,17 @@ from typing import Any
 from pydantic import BaseModel
 
 
-class UnknownKey(ValueError):
-    def __init__(self, key: str, valid: list[str]):
+class KeyProblem(ValueError):
+    """A problem with one key inside the section being validated: shown as ``<section>.<key>: <problem>``."""
+
+    def __init__(self, key: str, problem: str):
         self.key = key
-        super().__init__(f"unknown key{did_you_mean(key, valid)}")
+        super().__init__(problem)
+
+
+class UnknownKey(KeyProblem):
+    def __init__(self, key: str, valid: list[str]):
+        super().__init__(key, f"unknown key{did_you_mean(key, valid)}")
 
 
 @cache
@@ -40,7 +47,7 @@ def describe(err: dict[str, Any]) -> str:
         return f"{'.'.join(loc)}: unknown key{did_you_mean(loc[-1], _fields_at(loc[:-1]))}"
     if kind == "missing":
         return f"{'.'.join(loc)}: required key is missing"
-    if kind == "value_error" and isinstance(unknown := err.get("ctx", {}).get("error"), UnknownKey):
+    if kind == "value_error" and isinstance(unknown := err.get("ctx", {}).get("error"), KeyProblem):
         return f"{'.'.join(loc)}.{unknown.key}: {unknown}"
     msg = msg.removeprefix("Value error, ")
     found = err.get("input")

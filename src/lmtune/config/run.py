@@ -31,6 +31,7 @@ from lmtune.config.sections import (
     PTuningConfig,
     _Section,
 )
+from lmtune.config.sweep import SweepConfig
 from lmtune.errors import ConfigError
 
 
@@ -247,6 +248,9 @@ class RunConfig(_Section):
     stages: list[dict[str, Any]] | None = None
     """Staged fine-tuning: each item overrides sections of this config (``name``, ``data``, ``training``,
     ``method``, ...) for one stage; each stage starts from the previous stage's weights (adapters merged)."""
+    sweep: SweepConfig | None = Field(None, exclude=True)
+    """Hyper-parameter search (``lmtune sweep``). Left out of dumps: a run's config.yaml and record stay those
+    of the run itself."""
 
     def stage_configs(self) -> list[tuple[str, RunConfig]]:
         """(name, config) of every stage, each a full config with its overrides applied."""
