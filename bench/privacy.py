@@ -43,7 +43,7 @@ def table(rows: list[dict]) -> str:
                  f"{base['rouge']['rougeL']:.4f} | {base['chrf']['chrf']:.4f} | - |")  # fmt: skip
     for r in rows:
         p, f = r["privacy"], r["finetuned"]
-        eps = f"{p['epsilon']:.2f} ({p['delta']:g})" if p else "no DP"
+        eps = f"{p['epsilon']:.2f} ({p['delta']:g})" if p else "-"
         sigma = f"{p['noise_multiplier']:.3f}" if p else "-"
         lines.append(f"| {r['run']} | {eps} | {sigma} | {r['steps']} | {f['perplexity']:.3f} | "
                      f"{f['bleu']['bleu']:.4f} | {f['rouge']['rougeL']:.4f} | {f['chrf']['chrf']:.4f} | "
