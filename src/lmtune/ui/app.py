@@ -8,6 +8,7 @@ log. No page loads anything from the network: the script and styles are served f
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def make_app(runs: Path, model: str = EMBEDDED_MODEL) -> FastAPI:
         return HTMLResponse(html)
 
     _error_handlers(app)
+    _one_import_of_the_libraries(app)
 
     # ------------------------------------------------------------------ pages
 
@@ -206,3 +208,26 @@ def _error_handlers(app: FastAPI) -> None:
         logger.exception("lmtune ui: %s %s failed", request.method, request.url.path)  # the traceback: server log only
         line = (str(e).strip().splitlines() or [""])[0]
         return JSONResponse({"error": f"lmtune: internal error: {type(e).__name__}: {line}"}, status_code=500)
+
+
+_IMPORTING = threading.Lock()
+
+
+def _one_import_of_the_libraries(app: FastAPI) -> None:
+    """API requests wait for one thread's import of transformers instead of importing it side by side.
+
+    The pages are served before transformers is imported (the UI starts in about a second); FastAPI
+    runs handlers in a thread pool, and two threads importing transformers' lazy modules at once can
+    see one half-initialised ("cannot import name ... from partially initialized module").
+    """
+    import anyio
+
+    def import_once() -> None:
+        with _IMPORTING:
+            from transformers import TrainingArguments  # noqa: F401  (the heaviest import of any handler)
+
+    @app.middleware("http")
+    async def libraries_imported_first(request: Request, call_next: Any) -> Response:
+        if request.url.path.startswith("/api/"):
+            await anyio.to_thread.run_sync(import_once)
+        return await call_next(request)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-import threading
 from pathlib import Path
 
-from lmtune.config.messages import training_argument_names
 from lmtune.errors import LmtuneError
 
 
@@ -46,9 +44,6 @@ def run_ui(host: str, port: int, runs: Path, model: str | None = None) -> None:
     sock = _bound_socket(host, port)  # bound here, so "in use" is one line and no other process can take it
     app = make_app(runs, model or EMBEDDED_MODEL)
     print(f"lmtune ui: http://{host}:{port}  (runs: {runs}/; Ctrl-C to stop)", flush=True)
-    # the page is served before transformers is imported (about 10 s on a busy 2-core machine); a config
-    # check of a training key needs it, so it is imported now in the background rather than on that click
-    threading.Thread(target=training_argument_names, name="import-transformers", daemon=True).start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
 
