@@ -96,8 +96,13 @@ function formBody() {
 let checkTimer = null;
 function checkConfigSoon() { clearTimeout(checkTimer); checkTimer = setTimeout(checkConfig, 250); }
 
+let checksSent = 0;
 async function checkConfig() {
+  // answers can come back out of order (the first one waits for transformers to import): only the
+  // answer to the latest check may change the page, or a stale one overwrites what was typed since
+  const mine = ++checksSent;
   const out = await post("/api/config/check", formBody());
+  if (mine !== checksSent) return out;
   $("config-yaml").textContent = out.yaml;
   const status = $("config-status");
   status.textContent = out.error || "valid: runs with lmtune train " + $("config-path").value;
