@@ -3,13 +3,15 @@
 
 For each config: ``lmtune plan CONFIG`` in its own process (its printed prediction), then ``lmtune
 train CONFIG`` in another, whose peak resident memory comes from ``wait4`` (as in ``bench/speed.py``)
-and whose training time is ``train_time_s`` of its ``metrics.json``. Three configs:
+and whose training time is ``train_time_s`` of its ``metrics.json``. Three configs by default, and a fourth on request:
 
 - demo: ``configs/demo.yaml`` as shipped (LoRA all-linear, chat layout, evaluations, replay);
 - e2e-defaults: 1,000 E2E rows (../shared/data/e2e) with lmtune's defaults (only the data and output set);
-- e2e-full: 256 E2E rows, full fine-tuning, float32.
+- e2e-full: 256 E2E rows, full fine-tuning, float32;
+- e2e-full-no-trim: the same with ``training.trim_memory: false`` (what the trim costs and saves).
 
     .venv/bin/python bench/plan.py            # writes bench/results/plan.{md,json}
+    .venv/bin/python bench/plan.py --only e2e-full,e2e-full-no-trim --output bench/results/plan-trim
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def configs(work: Path) -> dict[str, list[str]]:
     small, small_eval = e2e_files(work / "e2e256", 256)
     minimal = work / "defaults.yaml"
     minimal.write_text(f"data:\n  train: {train}\n  eval: {held_out}\n")
-    return {
+    runs = {
         "demo": [str(ROOT / "configs" / "demo.yaml"), "--set", f"training.output_dir={work / 'run-demo'}"],
         "e2e-defaults": [str(minimal), "--set", f"training.output_dir={work / 'run-e2e-defaults'}"],
         "e2e-full": [
@@ -61,6 +63,11 @@ def configs(work: Path) -> dict[str, list[str]]:
             "training.learning_rate=2e-5",
         ],  # fmt: skip
     }
+    # the same full fine-tuning without the memory trim: what the trim costs in time and saves in memory
+    full = runs["e2e-full"]
+    runs["e2e-full-no-trim"] = [*full[:-4], "--set", f"training.output_dir={work / 'run-e2e-full-no-trim'}",
+                                *full[-2:], "--set", "training.trim_memory=false"]  # fmt: skip
+    return runs
 
 
 def predicted(stdout: str) -> tuple[float, float]:

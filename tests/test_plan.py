@@ -129,3 +129,29 @@ def test_auto_batch_is_refused_where_no_plan_chooses_it(tiny_llama_dir, task_fil
     raw = raw_config(tiny_llama_dir, task_files, tmp_path / "run", per_device_train_batch_size="auto", plan=False)
     with pytest.raises(ConfigError, match="auto is chosen by the plan"):
         validate_config(raw)
+
+
+def test_timed_steps_run_the_optimizer_and_leave_every_weight_as_it_was(tiny_llama_dir, tmp_path):
+    """The probe's steps do the run's optimizer work (Trainer's own optimizer, clipping) at learning rate 0."""
+    import random
+    from contextlib import nullcontext
+
+    import torch
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from lmtune.data.collate import PadCollator
+    from lmtune.plan.probe import time_steps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    model.train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    draw = random.Random(0)
+    rows = [{"input_ids": [draw.randrange(1, 100) for _ in range(draw.randrange(8, 24))]} for _ in range(16)]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, weight_decay=0.1, max_grad_norm=1.0,
+                             report_to="none")  # fmt: skip
+    loss = lambda batch: model(**batch).loss  # noqa: E731
+    samples = [rows[:4], rows[4:8], rows[8:12]]
+    per_token, per_step = time_steps(model, loss, PadCollator(0), samples, nullcontext(), args)
+    assert per_token > 0 and per_step > 0
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())

@@ -17,8 +17,8 @@ from lmtune.errors import ConfigError
 from lmtune.launch import ranks
 from lmtune.loss import FUSED_CHUNK
 from lmtune.plan.memory import MB, available_bytes, parameter_bytes, rss_bytes
-from lmtune.plan.probe import StepFacts, optimizer_seconds, probe_steps
-from lmtune.speed.allocator import release_free_memory
+from lmtune.plan.probe import StepFacts, probe_steps
+from lmtune.speed.allocator import release_free_memory, trim_callback
 
 AUTO_GLOBAL_BATCH = 8
 """``per_device_train_batch_size: auto`` keeps a global batch of 8 x gradient_accumulation_steps."""
@@ -88,7 +88,10 @@ def make_plan(
         PadCollator(tokenizer.pad_token_id)  # fmt: skip
     release_free_memory()
     base = rss_bytes()
-    facts = probe_steps(model, loss, collate, train_rows, eval_rows, sizes, bool(args.bf16), cfg.seed)
+    # the run's memory trim after each step, as training runs it: the pages it hands back are faulted in again
+    trim = trim_callback() if cfg.training.trim_memory else None
+    after_step = (lambda: trim.on_step_end(args, None, None)) if trim else None
+    facts = probe_steps(model, loss, collate, train_rows, eval_rows, sizes, args, cfg.seed, after_step)
     params = parameter_bytes(model, str(args.optim))
     fixed = {"libraries and runtime": base - params["weights"], "weights": params["weights"],
              "optimizer state": params["optimizer"]}  # fmt: skip
@@ -110,7 +113,7 @@ def make_plan(
     final = with_batch(cfg, batch, accumulation)
     parts = {**fixed, **_step_parts(facts, batch, params["gradients"]), "evaluation and generation": evaluation}
     steps, tokens = _steps_and_tokens(train_rows, final)
-    seconds = tokens * facts.seconds_per_token + steps * optimizer_seconds(_trainable(model), str(args.optim))
+    seconds = tokens * facts.seconds_per_token + steps * facts.optimizer_seconds
     seconds += _evaluations(final, steps) * sum(len(r["input_ids"]) for r in eval_rows) * facts.eval_seconds_per_token
     return Plan(batch, accumulation, parts, peaks[batch], seconds, steps, tokens, budget, peaks)
 
@@ -172,7 +175,3 @@ def _evaluations(cfg: RunConfig, steps: int) -> int:
         every = math.ceil(every * steps) if every < 1 else int(every)  # below 1: a fraction of the steps
         return steps // max(every, 1)
     return math.ceil(t.num_train_epochs) if t.eval_strategy == "epoch" else 0
-
-
-def _trainable(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -124,12 +124,17 @@ def batch_sampler(rows: int, privacy: Privacy, seed: int) -> Any:
 
 
 def chunks(rows: list, size: int) -> list[list]:
-    """A logical batch in physical batches of at most ``size`` rows (Opacus's ``BatchSplittingSampler`` split)."""
+    """A logical batch in physical batches of at most ``size`` rows (Opacus's ``BatchSplittingSampler`` split).
+
+    Sizes differ by at most one, as ``numpy.array_split`` makes them; the split is of positions because
+    the rows are dicts of tensors, which numpy would try to turn into one array.
+    """
+    import numpy
+
     if not rows:
         return []
-    n = math.ceil(len(rows) / size)
-    bounds = [round(i * len(rows) / n) for i in range(n + 1)]  # as numpy.array_split: sizes differ by at most one
-    return [rows[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    parts = numpy.array_split(numpy.arange(len(rows)), math.ceil(len(rows) / size))
+    return [[rows[i] for i in part] for part in parts]
 
 
 def per_example_loss(logits: Any, labels: Any) -> Any:
