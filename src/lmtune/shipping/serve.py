@@ -10,11 +10,9 @@ OpenAI-style 400 JSON error instead of a 500, and a busy port is a one-line erro
 
 from __future__ import annotations
 
-import inspect
 import logging
 import socket
 import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +91,12 @@ def build_app(folder: str, aliases: tuple[str, ...] = ()) -> Any:
         raise ExportError(f"{need} ({e})") from None
 
     device = "auto" if torch.cuda.is_available() else "cpu"
+    manager = ModelManager(device=device, dtype="auto", force_model=folder)
     state = GenerationState()
-    manager = model_manager(ModelManager, folder, device, state)
     chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
     completion = CompletionHandler(model_manager=manager, generation_state=state)
     names = {folder, *aliases}
-
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> Any:
-        yield
-        manager.shutdown()  # from 5.25 the model runs in a process of its own, which must not outlive the server
-
-    app = FastAPI(title="lmtune serve", lifespan=lifespan)
+    app = FastAPI(title="lmtune serve")
 
     def openai_error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> Any:
         body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
@@ -151,18 +143,6 @@ def build_app(folder: str, aliases: tuple[str, ...] = ()) -> Any:
         return JSONResponse({"status": "ok"})
 
     return app
-
-
-def model_manager(manager_class: type, folder: str, device: str, state: Any) -> Any:
-    """transformers serve's model manager pinned to ``folder``, for the 5.24 API and for 5.25's.
-
-    5.25 moved the device and dtype onto a ``ModelLoader`` and runs each model in a spawned process.
-    """
-    if "loader" not in inspect.signature(manager_class).parameters:
-        return manager_class(device=device, dtype="auto", force_model=folder)
-    from transformers.cli.serving.model_manager import ModelLoader
-
-    return manager_class(loader=ModelLoader(device=device, dtype="auto"), generation_state=state, force_model=folder)
 
 
 # --------------------------------------------------------------------------- request checks
