@@ -211,6 +211,7 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 _IMPORTING = threading.Lock()
+_IMPORTED = threading.Event()
 
 
 def _one_import_of_the_libraries(app: FastAPI) -> None:
@@ -225,9 +226,10 @@ def _one_import_of_the_libraries(app: FastAPI) -> None:
     def import_once() -> None:
         with _IMPORTING:
             from transformers import TrainingArguments  # noqa: F401  (the heaviest import of any handler)
+        _IMPORTED.set()
 
     @app.middleware("http")
     async def libraries_imported_first(request: Request, call_next: Any) -> Response:
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith("/api/") and not _IMPORTED.is_set():  # after that, no thread hop per request
             await anyio.to_thread.run_sync(import_once)
         return await call_next(request)
