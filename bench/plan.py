@@ -3,7 +3,8 @@
 
 For each config: ``lmtune plan CONFIG`` in its own process (its printed prediction), then ``lmtune
 train CONFIG`` in another, whose peak resident memory comes from ``wait4`` (as in ``bench/speed.py``)
-and whose training time is ``train_time_s`` of its ``metrics.json``. Three configs by default, and a fourth on request:
+and whose training time is ``train_time_s`` of its ``metrics.json``; the plan that ``lmtune train`` itself printed
+before training is shown beside it. Three configs by default, and a fourth on request:
 
 - demo: ``configs/demo.yaml`` as shipped (LoRA all-linear, chat layout, evaluations, replay);
 - e2e-defaults: 1,000 E2E rows (../shared/data/e2e) with lmtune's defaults (only the data and output set);
@@ -92,21 +93,27 @@ def main() -> None:
         out, _ = run_measured([*LMTUNE, "plan", *args], ROOT)
         peak_mb, seconds = predicted(out)
         print(f"[{name}] train ...", flush=True)
-        _, measured_peak = run_measured([*LMTUNE, "train", *args, "--overwrite"], ROOT)
+        train_out, measured_peak = run_measured([*LMTUNE, "train", *args, "--overwrite"], ROOT)
+        # the plan ``lmtune train`` printed before training, in the process it predicts (no machine drift between)
+        own_seconds = predicted(train_out)[1]
         folder = Path(args[args.index(next(x for x in args if x.startswith("training.output_dir=")))].split("=", 1)[1])
         metrics = json.loads((folder / "metrics.json").read_text())
         rows.append({"config": name, "predicted_peak_mb": peak_mb, "measured_peak_mb": measured_peak,
                      "predicted_train_s": seconds, "measured_train_s": metrics["train_time_s"],
+                     "train_own_plan_s": own_seconds,
                      "train_examples": metrics["run"]["train_examples"]})  # fmt: skip
     lines = [f"Machine: {cpu_model()}.", "",
              "| config | train examples | predicted peak MB | measured peak MB | error | predicted train s | "
-             "measured train s | error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "measured train s | error | lmtune train's own plan s | error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         mem_err = 100 * (r["predicted_peak_mb"] / r["measured_peak_mb"] - 1)
         time_err = 100 * (r["predicted_train_s"] / r["measured_train_s"] - 1)
+        own_err = 100 * (r["train_own_plan_s"] / r["measured_train_s"] - 1)
         lines.append(f"| {r['config']} | {r['train_examples']} | {r['predicted_peak_mb']:,.0f} | "
                      f"{r['measured_peak_mb']:,.0f} | {mem_err:+.0f}% | {r['predicted_train_s']:,.0f} | "
-                     f"{r['measured_train_s']:,.0f} | {time_err:+.0f}% |")  # fmt: skip
+                     f"{r['measured_train_s']:,.0f} | {time_err:+.0f}% | {r['train_own_plan_s']:,.0f} | "
+                     f"{own_err:+.0f}% |")  # fmt: skip
     output = Path(a.output)
     output.with_suffix(".json").write_text(json.dumps({"machine": cpu_model(), "rows": rows}, indent=2) + "\n")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")

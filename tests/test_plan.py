@@ -155,3 +155,18 @@ def test_timed_steps_run_the_optimizer_and_leave_every_weight_as_it_was(tiny_lla
     assert per_token > 0 and per_step > 0
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_run_positions_count_the_padding_of_the_batches_an_epoch_draws():
+    """Rows of 4 and 12 tokens in batches of 2: a mixed batch computes 24 positions for 16 tokens."""
+    from lmtune.data.collate import PadCollator
+    from lmtune.plan.probe import run_positions
+
+    rows = [{"input_ids": [1] * n, "labels": [1] * n} for n in [4, 12] * 8]
+    counted = run_positions(PadCollator(0), rows, batch=2, micro_batches=8, seed=0)
+    # one epoch's 8 batches: every 12 sits in a batch 12 wide, every 4 in a batch 4 or 12 wide
+    assert 8 * 12 + 8 * 4 <= counted <= 16 * 12
+    assert counted == run_positions(PadCollator(0), rows, batch=2, micro_batches=8, seed=0)
+    # beyond the batches it collates, the rest count at their mean
+    assert run_positions(PadCollator(0), rows, batch=2, micro_batches=800, seed=0, most=8) == 100 * counted
+    assert run_positions(PadCollator(0), [], batch=2, micro_batches=8, seed=0) == 0

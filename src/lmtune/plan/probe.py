@@ -3,7 +3,7 @@
 The first step takes the longest examples (an out-of-memory shows at step 1, not step 120); for every
 batch size the planner considers, the step's peak resident memory is measured (``VmHWM``) and the
 activation bytes it keeps for backward are counted exactly, with autograd's saved-tensor hooks; the
-time per token comes from a few timed steps on batches drawn the way training draws them. The model's
+time per batch position comes from a few timed steps on batches drawn the way training draws them. The model's
 weights and the random state are left as they were.
 """
 
@@ -19,7 +19,9 @@ from lmtune.loss import FUSED_CHUNK
 from lmtune.plan.memory import peak_rss_bytes, reset_peak, rss_bytes
 from lmtune.speed.allocator import release_free_memory
 
-TIMED_STEPS = 5
+TIMED_STEPS = 8
+"""Steps timed after an untimed first one. One step's time per token varies by ~10% on a shared 2-core
+machine; with five timed, the planned time of the same E2E config ranged from 355 to 522 s across processes."""
 
 
 @dataclass
@@ -33,7 +35,8 @@ class StepFacts:
     logits: dict[int, int] = field(default_factory=dict)
     """Bytes of the loss's largest chunk of float32 logits and its softmax (alive during a step), per batch size."""
     seconds_per_token: float = 0.0
-    """Forward and backward, per token of the examples, timed between optimizer steps as in training."""
+    """Forward and backward, per position of the collated batch (examples' tokens plus the padding or filler the
+    collator adds), timed between optimizer steps as in training."""
     optimizer_seconds: float = 0.0
     """Gradient clipping and one step of the run's own optimizer over the model's trainable weights."""
     eval_seconds_per_token: float = 0.0
@@ -54,7 +57,7 @@ def probe_steps(
     seed: int,
     after_step: Any = None,
 ) -> StepFacts:
-    """Measure activations per batch size (longest examples) and seconds per token (forward + backward)."""
+    """Measure activations per batch size (longest examples) and seconds per batch position (forward + backward)."""
     import torch
 
     facts = StepFacts()
@@ -113,6 +116,30 @@ def _tokens(rows: list[dict[str, list[int]]]) -> int:
     return sum(len(r["input_ids"]) for r in rows)
 
 
+def positions(batch: dict[str, Any]) -> int:
+    """Positions a forward pass computes for ``batch``: its rows times their width, padding and filler included."""
+    return int(batch["input_ids"].numel())
+
+
+def run_positions(collate: Any, rows: list, batch: int, micro_batches: int, seed: int, most: int = 256) -> int:
+    """Positions the run's ``micro_batches`` batches of ``batch`` examples will compute: batches drawn as an
+    epoch draws them (shuffled, then cut), up to ``most`` of them collated, the rest at their mean.
+
+    Padding (or a packed row's filler) depends on which examples meet in a batch: for the E2E rows a batch of
+    8 computes 10-25% more positions than its examples' tokens, so the run's total is counted, not assumed."""
+    if not rows or micro_batches <= 0:
+        return 0
+    draw = random.Random(seed)
+    counted, total = 0, 0
+    while counted < min(micro_batches, most):
+        order = draw.sample(rows, len(rows))
+        for start in range(0, len(order), batch):
+            if counted == min(micro_batches, most):
+                break
+            total, counted = total + positions(collate(order[start : start + batch])), counted + 1
+    return round(total * micro_batches / max(counted, 1))
+
+
 def _loss(loss: Any, batch: dict[str, Any], autocast: Any) -> Any:
     with autocast:
         return loss(batch)
@@ -150,7 +177,7 @@ def _to(batch: dict[str, Any], model: Any) -> dict[str, Any]:
 def time_steps(
     model: Any, loss: Any, collate: Any, samples: list, autocast: Any, args: Any, after_step: Any = None
 ) -> tuple[float, float]:
-    """(seconds per token of forward and backward, seconds per clip, optimizer step and ``after_step()``)
+    """(seconds per batch position of forward and backward, seconds per clip, optimizer step and ``after_step()``)
     over ``samples[1:]``; ``after_step`` is what the run does after each step (its memory trim).
 
     Timed as Trainer runs them, with an optimizer step between batches: an optimizer step over all the
@@ -176,9 +203,9 @@ def time_steps(
             model.zero_grad(set_to_none=True)
             if after_step is not None:
                 after_step()
-            if i:  # per token of the examples, not of the (packed or padded) batch: the run counts examples' tokens
+            if i:  # per position of the batch: padding costs what a token costs, and the plan counts the run's
                 passes, steps = passes + middle - start, steps + time.perf_counter() - middle
-                tokens += _tokens(sample)
+                tokens += positions(batch)
             del batch
     finally:
         del optimizer

@@ -10,8 +10,11 @@ every ``free`` and doubled the step time here.
 The trim itself takes milliseconds, but every page it hands back is faulted in again by the next step.
 So the trim runs only once resident memory after a step has grown ``TRIM_GROWTH`` above what it was
 after the first step (that step's own working set). In practice that is most steps (31 of 32 in a
-full fine-tuning of SmolLM2-135M on E2E, 108 of 125 in a LoRA run), and ``bench/plan.py`` measured the
-cost as small: 247 s with the trim against 243 s without, for 4,606 against 4,751 MB peak.
+full fine-tuning of SmolLM2-135M on E2E, 108 of 125 in a LoRA run). For full fine-tuning ``bench/plan.py``
+measured the cost as small: 247 s with the trim against 243 s without, for 4,606 against 4,751 MB peak. For
+60 LoRA steps of the E2E defaults it was a trade: 233 s and 3,407 MB against 191 s and 3,807 MB. Trimming
+less often (at most every 10 steps, or only after a step that raised the peak) was as fast as no trim and
+saved no memory: free memory creeps back within a few steps.
 """
 
 from __future__ import annotations
