@@ -174,8 +174,9 @@ def test_ctrl_c_stops_both_ranks_after_one_checkpoint_with_one_line(tmp_path, ti
                           save_strategy="steps")  # fmt: skip
     proc = started_and_training(config, tmp_path / "run")
     proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    out, err = proc.communicate(timeout=120)
+    log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert proc.returncode == 130, f"{len(log)} log lines\n{out[-1500:]}\n{err[-3000:]}"
     lines = [x for x in err.splitlines() if x.startswith("lmtune:")]
     assert len(lines) == 1 and lines[0].startswith("lmtune: error: interrupted: checkpoint-"), err[-2000:]
     (checkpoint,) = (tmp_path / "run").glob("checkpoint-*")
