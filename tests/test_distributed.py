@@ -159,8 +159,11 @@ def test_a_killed_two_process_run_resumes_with_two_or_one_process(tmp_path, tiny
 
 def started_and_training(config: Path, run: Path) -> subprocess.Popen:
     """A two-process run that has logged a few steps."""
+    # as from a terminal: a test run in the background (``make test &``) inherits SIGINT ignored, and
+    # Python then never turns it into KeyboardInterrupt (as ``nohup lmtune train ... &`` should not)
     proc = subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     log = run / "train_log.jsonl"
     deadline = time.time() + 240
     while not log.is_file() or len(log.read_text().splitlines()) < 3:
