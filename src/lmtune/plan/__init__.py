@@ -90,9 +90,8 @@ def make_plan(
         PadCollator(tokenizer.pad_token_id)  # fmt: skip
     release_free_memory()
     base = rss_bytes()
-    # The run's memory trim, after every other timed step: in training it fires on a third to nearly all
-    # steps, once memory has crept; a few probe steps have not crept yet, and a probe that trimmed only
-    # when its own memory crept timed the E2E defaults 15-20% faster than training then ran.
+    # the run's memory trim, on a share of the timed steps (probe.AFTER_STEP_EVERY): a probe that trimmed only
+    # when its own few steps had crept timed the E2E defaults 15-20% faster than training then ran
     after_step = release_free_memory if cfg.training.trim_memory else None
     facts = probe_steps(model, loss, collate, train_rows, eval_rows, sizes, args, cfg.seed, after_step)
     params = parameter_bytes(model, str(args.optim))
@@ -101,7 +100,8 @@ def make_plan(
     evaluation = _evaluation_bytes(model, eval_rows, cfg)
     steps = {b: _step_bytes(facts, b, params["gradients"]) for b in sizes}
     # evaluation runs between training steps: the optimizer state stays, activations and gradients are gone
-    peaks = {b: _with_slack(sum(fixed.values()) + max(steps[b], evaluation)) for b in sizes}
+    live = {b: sum(fixed.values()) + max(steps[b], evaluation) for b in sizes}
+    peaks = {b: live[b] + _slack(live[b]) for b in sizes}
     if budget is None and auto:
         budget = base + available_bytes()
     fitting = [b for b in sizes if budget is None or peaks[b] <= budget]
@@ -115,7 +115,7 @@ def make_plan(
         cfg.training.gradient_accumulation_steps  # fmt: skip
     final = with_batch(cfg, batch, accumulation)
     parts = {**fixed, **_step_parts(facts, batch, params["gradients"]), "evaluation and generation": evaluation,
-             "allocator slack": peaks[batch] - sum(fixed.values()) - max(steps[batch], evaluation)}  # fmt: skip
+             "allocator slack": _slack(live[batch])}  # fmt: skip
     steps, tokens = _steps_and_tokens(train_rows, final)
     computed = run_positions(collate, train_rows, batch, steps * accumulation, cfg.seed)
     seconds = computed * facts.seconds_per_token + steps * facts.optimizer_seconds
@@ -131,11 +131,11 @@ def with_batch(cfg: RunConfig, batch: int, accumulation: int) -> RunConfig:
     return cfg.model_copy(update={"training": training})
 
 
-def _with_slack(live: int) -> int:
-    """``live`` plus what the allocator holds freed and not yet handed back: the memory trim lets resident memory
+def _slack(live: int) -> int:
+    """What the allocator holds freed and not yet handed back over ``live`` bytes: the memory trim lets resident memory
     grow ``TRIM_GROWTH`` above the first step's before it trims, and the demo's training crept from 2,607 to
     2,902 MB (+11%) with it; without the trim the E2E defaults crept about as far in 60 steps (+12%)."""
-    return round(live * (1 + TRIM_GROWTH))
+    return round(live * TRIM_GROWTH)
 
 
 def _step_bytes(facts: StepFacts, batch: int, gradients: int) -> int:
