@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 import torch
+from gguf_cases import CASES, tiny_model, tokenizer_for
+from gguf_cases import TEXTS as FAMILY_TEXTS
 
 from lmtune.errors import ExportError
-from lmtune.shipping.gguf import GGUF_QUANTS, SUPPORTED_ARCHITECTURES, check_gguf_supported, write_gguf
+from lmtune.shipping.gguf import GGUF_QUANTS, SUPPORTED_ARCHITECTURES, check_gguf_supported, reader_config, write_gguf
+from lmtune.shipping.gguf.families import FAMILIES
 
 TEXTS = ["Hello world!", "The answer is 2024, not 42.", "  spaces\tand\nnewlines  ", "naïve café 😀 <|im_end|>"]
 CHAT = [
@@ -146,9 +149,8 @@ def tiny_gguf(tiny_llama_dir: Path, tokenizer: Any, tmp_path_factory: pytest.Tem
 # --------------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("model_type", SUPPORTED_ARCHITECTURES)
-def test_f32_round_trip_gives_the_same_logits(model_type: str, bpe_tokenizer: Any, tmp_path: Path) -> None:
-    model = small_llama(bpe_tokenizer, tie=False, model_type=model_type)
+def test_llama_f32_round_trip_undoes_the_rotary_interleave_exactly(bpe_tokenizer: Any, tmp_path: Path) -> None:
+    model = small_llama(bpe_tokenizer, tie=False)
     path = tmp_path / "m.gguf"
     write_gguf(model, bpe_tokenizer, path)
     loaded = load(path)
@@ -159,6 +161,23 @@ def test_f32_round_trip_gives_the_same_logits(model_type: str, bpe_tokenizer: An
     assert config.rope_parameters["rope_theta"] == 50000.0 and config.tie_word_embeddings is False
     for name, weight in model.state_dict().items():  # the Q/K permutation is undone exactly
         assert torch.equal(loaded.state_dict()[name], weight), name
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_every_family_reads_back_into_transformers_with_the_same_logits(family: str, tmp_path: Path) -> None:
+    """transformers' own GGUF reader (with the model's config) gets every weight back as it was written."""
+    from transformers import AutoModelForCausalLM
+
+    case = CASES[family]
+    tokenizer = tokenizer_for(case, tmp_path / "tokenizer")
+    model = tiny_model(case, tokenizer)
+    path = tmp_path / "m.gguf"
+    write_gguf(model, tokenizer, path)
+    config = reader_config(model.config)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config).eval()
+    seqs = [tokenizer.encode(text) for text in FAMILY_TEXTS]
+    assert max_delta(logits(model, seqs), logits(loaded, seqs)) <= 1e-5
+    assert fields(path)["general.architecture"] == FAMILIES[family].arch_name
 
 
 def test_f32_metadata_and_tensors(tiny_gguf: tuple[Path, Any]) -> None:
@@ -284,7 +303,7 @@ def test_quantised_round_trip(quant: str, bpe_tokenizer: Any, tmp_path: Path) ->
 
 def test_unknown_quant_is_refused_and_nothing_written(bpe_tokenizer: Any, tmp_path: Path) -> None:
     with pytest.raises(ExportError) as err:
-        write_gguf(small_llama(bpe_tokenizer, tie=True), bpe_tokenizer, tmp_path / "out" / "m.gguf", quant="q4_k_m")
+        write_gguf(small_llama(bpe_tokenizer, tie=True), bpe_tokenizer, tmp_path / "out" / "m.gguf", quant="q3_k_s")
     assert all(q in str(err.value) for q in GGUF_QUANTS) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -305,7 +324,7 @@ def test_unsupported_architecture_is_refused(tiny_gpt2_dir: Path, plain_tokenize
         ({"attention_bias": True}, "biases"),
         ({"mlp_bias": True}, "biases"),
         ({"hidden_act": "gelu"}, "gelu"),
-        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "linear"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "yarn"),
         ({"vocab_size": 100}, "embedding rows"),
     ],
 )
@@ -344,7 +363,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(
 
     path = tmp_path / "m.gguf"
     path.write_bytes(b"previous export")
-    real, calls = module._encode, []
+    real, calls = module.encode, []
 
     def failing(*args: Any) -> Any:
         calls.append(1)
@@ -352,7 +371,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(
             raise OSError("disk full")
         return real(*args)
 
-    monkeypatch.setattr(module, "_encode", failing)
+    monkeypatch.setattr(module, "encode", failing)
     with pytest.raises(OSError, match="disk full"):
         write_gguf(small_llama(bpe_tokenizer, tie=True), bpe_tokenizer, path)
     assert path.read_bytes() == b"previous export"
