@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test test-fast lint clean
+.PHONY: setup browser llamacpp demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,15 +31,27 @@ browser:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else echo "note: /usr/bin/chromium is missing and this is not root: the report.html browser test will skip"; fi; }
 
-test: setup browser
+# tests/test_gguf_llamacpp.py loads GGUF exports in the real llama.cpp: node-llama-cpp 3.21.1's prebuilt CPU
+# binaries, installed with npm ci from the committed lock file (117 packages, 83 MB, 5-10 s); without npm the
+# tests skip with the reason
+LLAMACPP := tools/llamacpp/node_modules/.installed
+$(LLAMACPP): tools/llamacpp/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd tools/llamacpp && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error \
+	  && touch node_modules/.installed; \
+	else echo "note: npm is missing: the llama.cpp tests of GGUF exports will skip"; fi
+
+llamacpp: $(LLAMACPP)
+
+test: setup browser llamacpp
 	$(BIN)/python -m pytest -q
 
-test-fast: setup browser
+test-fast: setup browser llamacpp
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 clean:
-	rm -rf $(VENV) runs data build src/*.egg-info
+	rm -rf $(VENV) runs data build src/*.egg-info tools/llamacpp/node_modules

@@ -265,11 +265,12 @@ def test_tied_embeddings_write_no_output_tensor(bpe_tokenizer: Any, tmp_path: Pa
 
 # measured here (seeds 0-2), mean |Δlogit| / mean |logit|: f16 0.0004, bf16 0.003, q8_0 0.010, q4_0 0.094-0.100
 QUANTS = {
-    # quant: (file type, type of 2-D weights, of token_embd/output, of ffn_down (rows of 80), mean-Δ bound)
-    "f16": ("MOSTLY_F16", "F16", "F16", "F16", 0.003),
-    "bf16": ("MOSTLY_BF16", "BF16", "BF16", "BF16", 0.01),
-    "q8_0": ("MOSTLY_Q8_0", "Q8_0", "Q8_0", "F16", 0.03),
-    "q4_0": ("MOSTLY_Q4_0", "Q4_0", "Q8_0", "F16", 0.2),
+    # quant: (file type, type of 2-D weights, of token_embd, of output, of ffn_down (rows of 80), mean-Δ bound);
+    # q4_0's output is Q6_K in llama-quantize, Q8_0 when (as here, 64 wide) its rows are not 256-value blocks
+    "f16": ("MOSTLY_F16", "F16", "F16", "F16", "F16", 0.003),
+    "bf16": ("MOSTLY_BF16", "BF16", "BF16", "BF16", "BF16", 0.01),
+    "q8_0": ("MOSTLY_Q8_0", "Q8_0", "Q8_0", "Q8_0", "F16", 0.03),
+    "q4_0": ("MOSTLY_Q4_0", "Q4_0", "Q4_0", "Q8_0", "F16", 0.2),
 }
 
 
@@ -277,7 +278,7 @@ QUANTS = {
 def test_quantised_round_trip(quant: str, bpe_tokenizer: Any, tmp_path: Path) -> None:
     import gguf
 
-    file_type, weights, ends, down, bound = QUANTS[quant]
+    file_type, weights, embd, output, down, bound = QUANTS[quant]
     model = small_llama(bpe_tokenizer, tie=False)
     write_gguf(model, bpe_tokenizer, tmp_path / "f32.gguf")
     path = tmp_path / f"{quant}.gguf"
@@ -288,7 +289,7 @@ def test_quantised_round_trip(quant: str, bpe_tokenizer: Any, tmp_path: Path) ->
         if name.endswith("norm.weight"):
             assert kind == "F32", name
         elif name in ("token_embd.weight", "output.weight"):
-            assert kind == ends, name
+            assert kind == (embd if name == "token_embd.weight" else output), name
         else:
             assert kind == (down if ".ffn_down." in name else weights), name
     seqs = sequences(bpe_tokenizer)
@@ -296,6 +297,42 @@ def test_quantised_round_trip(quant: str, bpe_tokenizer: Any, tmp_path: Path) ->
     mean_delta = torch.cat([(a - b).abs().flatten() for a, b in zip(ref, out, strict=True)]).mean().item()
     scale = torch.cat([a.abs().flatten() for a in ref]).mean().item()
     assert mean_delta / scale <= bound
+
+
+# measured here on an 8-layer, 256-wide random Llama: mean |Δlogit| / mean |logit| q4_k_m 0.20, q5_k_m 0.11, q6_k 0.056
+K_BOUNDS = {"q4_k_m": 0.3, "q5_k_m": 0.16, "q6_k": 0.08}
+
+
+@pytest.mark.parametrize("quant", K_BOUNDS)
+def test_k_quant_mixes_give_each_tensor_llama_quantize_s_type_and_read_back(
+    quant: str, bpe_tokenizer: Any, tmp_path: Path
+) -> None:
+    """256-wide rows, so the k-quant blocks apply; 8 layers, so use_more_bits picks some and not others."""
+    import gguf
+
+    from lmtune.shipping.gguf.kmix import mix_type
+
+    model = small_llama(bpe_tokenizer, tie=False, hidden_size=256, intermediate_size=512, num_hidden_layers=8)
+    path = tmp_path / f"{quant}.gguf"
+    write_gguf(model, bpe_tokenizer, path, quant=quant)
+    types = tensor_types(path)
+    reader = gguf.GGUFReader(path)
+    for tensor in reader.tensors:
+        kind, _ = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 8).get_type_and_name(
+            tensor.name.removesuffix(".weight"), try_suffixes=(".weight",)
+        ) or (None, None)
+        layer = int(tensor.name.split(".")[1]) if tensor.name.startswith("blk.") else None
+        shape = tuple(int(n) for n in reversed(tensor.shape))
+        assert types[tensor.name] == mix_type(quant, kind, shape, layer, 8).name, tensor.name
+    base = quant.upper().removesuffix("_M")  # Q4_K, Q5_K, Q6_K
+    assert types["blk.0.attn_v.weight"] == types["blk.0.ffn_down.weight"] == "Q6_K"  # first eighth: more bits
+    assert types["blk.1.attn_v.weight"] == types["blk.1.ffn_down.weight"] == base
+    assert types["output.weight"] == "Q6_K" and types["blk.3.attn_q.weight"] == base
+    seqs = sequences(bpe_tokenizer)
+    ref, out = logits(model, seqs), logits(load(path), seqs)
+    mean_delta = torch.cat([(a - b).abs().flatten() for a, b in zip(ref, out, strict=True)]).mean().item()
+    scale = torch.cat([a.abs().flatten() for a in ref]).mean().item()
+    assert mean_delta / scale <= K_BOUNDS[quant]
 
 
 # --------------------------------------------------------------------------- refusals

@@ -7,7 +7,8 @@ so llama.cpp, Ollama and LM Studio load it, and so does ``transformers``
 * ``families/`` — one module per model family: llama.cpp's architecture, tensor names and layouts, its keys;
 * ``vocab``     — the tokenizer: byte-level BPE with llama.cpp's pre-tokenizer name, or SentencePiece with scores;
 * ``types``     — the type of each tensor for each ``--quant`` (``f32`` ... ``q4_0``, and llama.cpp's k-quant mixes);
-* ``kquants``   — Q4_K / Q5_K / Q6_K blocks, which the ``gguf`` package reads but cannot write;
+* ``kquants``   — Q4_K / Q5_K / Q6_K blocks, which the ``gguf`` package reads but cannot write; ``kmix`` the
+  type ``llama-quantize`` gives each tensor in its k-quant file types;
 * ``lora``      — a LoRA adapter as llama.cpp's adapter GGUF.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from lmtune.errors import ExportError
 from lmtune.shipping.gguf.families import FAMILIES, Family, Tensor, family_for
-from lmtune.shipping.gguf.types import FILE_TYPES, GGUF_QUANTS, encode, tensor_type
+from lmtune.shipping.gguf.types import FILE_TYPES, GGUF_QUANTS, encode, tensor_types
 from lmtune.shipping.gguf.vocab import Vocabulary, vocabulary
 
 SUPPORTED_ARCHITECTURES = tuple(FAMILIES)  # transformers' model_type values lmtune writes
@@ -65,7 +66,7 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str = "f32", name:
     config = model.config
     family, vocab = _check(config, tokenizer, quant)
     tensors = family.tensors(model)
-    types = [tensor_type(quant, t, config.num_hidden_layers) for t in tensors]
+    types = tensor_types(quant, tensors, config)
 
     def header(writer: gguf.GGUFWriter) -> None:
         writer.add_name(name or Path(getattr(config, "_name_or_path", "") or "").name or "model")
