@@ -444,3 +444,24 @@ def test_smollm2_f32_round_trip(embedded_dir: Path, tokenizer: Any, tmp_path: Pa
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "chat_template"):
         assert getattr(loaded, attr) == getattr(tokenizer, attr), attr
     assert loaded.encode(prompt) == seqs[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"use_dora": True}, "DoRA"),
+        ({"modules_to_save": ["lm_head"]}, "whole modules"),
+        ({"target_modules": ["q_proj", "lm_head"]}, "lm_head"),
+    ],
+)
+def test_adapters_llama_cpp_cannot_apply_are_refused(bpe_tokenizer: Any, settings: dict, words: str) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from lmtune.shipping.gguf.lora import check_lora_supported
+
+    model = get_peft_model(
+        small_llama(bpe_tokenizer, tie=False), LoraConfig(**{"target_modules": ["q_proj"], **settings})
+    )
+    with pytest.raises(ExportError, match=words) as err:
+        check_lora_supported(model)
+    assert "\n" not in str(err.value)

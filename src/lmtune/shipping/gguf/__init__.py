@@ -79,16 +79,22 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str = "f32", name:
 
 
 def write_file(
-    path: Path, arch: str, header: Any, tensors: list[Tensor], types: list[gguf.GGMLQuantizationType]
+    path: Path,
+    arch: str,
+    header: Any,
+    tensors: list[Tensor],
+    types: list[gguf.GGMLQuantizationType],
+    kind: gguf.GGUFType = gguf.GGUFType.MODEL,
 ) -> None:
-    """A GGUF file of ``tensors`` (in ``types``) after the keys ``header(writer)`` adds; atomic."""
+    """A GGUF file (a model or an adapter) of ``tensors`` (in ``types``) after the keys ``header(writer)`` adds;
+    it appears whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so os.replace is a rename; opened by GGUFWriter with the usual umask permissions.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     writer = gguf.GGUFWriter(tmp, arch)
     try:
-        writer.add_type(gguf.GGUFType.MODEL if arch != "adapter" else gguf.GGUFType.ADAPTER)
+        writer.add_type(kind)
         header(writer)
         for tensor, qtype in zip(tensors, types, strict=True):
             nbytes = math.prod(gguf.quant_shape_to_byte_shape(tensor.shape, qtype))
