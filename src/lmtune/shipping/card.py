@@ -1,4 +1,4 @@
-"""What travels with an exported model: a model card (``README.md``) and an Ollama ``Modelfile``."""
+"""What travels with an exported model: a model card (``README.md``); the Ollama ``Modelfile`` is ``ollama.py``."""
 
 from __future__ import annotations
 
@@ -74,25 +74,6 @@ def _usage(result: dict[str, Any]) -> str:
         'print(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))\n'
         "```"
     )
-
-
-CHATML_TEMPLATE = (
-    "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-)
-
-
-def modelfile(gguf_name: str, chat_template: str | None, stops: list[str]) -> str:
-    """An Ollama ``Modelfile`` for the GGUF file next to it.
-
-    Ollama reads the chat template from the GGUF only for templates it knows; ChatML ones are
-    written out in Ollama's own template language so they work either way.
-    """
-    lines = [f"FROM ./{gguf_name}"]
-    if chat_template and "<|im_start|>" in chat_template:
-        lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
-    lines.append("PARAMETER temperature 0")
-    return "\n".join(lines) + "\n"
 
 
 def _read_json(path: Path) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from lmtune.errors import ExportError
 from lmtune.files import atomic_write_json, atomic_write_text, current_umask, make_staging_folder
 from lmtune.shipping import check
-from lmtune.shipping.card import model_card, modelfile
+from lmtune.shipping.card import model_card
 from lmtune.shipping.merge import (
     Shippable,
     bake_system_prompt,
@@ -27,6 +27,7 @@ from lmtune.shipping.merge import (
     merge,
     set_generation_stops,
 )
+from lmtune.shipping.ollama import build_modelfile
 from lmtune.shipping.quantize import check_hf_quant, quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,11 @@ def export(
         stop_tokens = [shippable.tokenizer.convert_ids_to_tokens(i) for i in stops]
         atomic_write_text(staging / "README.md", model_card(source, shippable, result, stop_tokens))
         if fmt == "gguf":
-            atomic_write_text(staging / "Modelfile", modelfile(result["file"], _template(shippable), stop_tokens))
+            ollama = build_modelfile(result["file"], shippable.tokenizer, shippable.run, stops)
+            atomic_write_text(staging / "Modelfile", ollama.text)
+            result["modelfile"] = ollama.record()
+            for note in ollama.notes:
+                echo(f"Modelfile: {note}")
         atomic_write_json(staging / EXPORT_RECORD, result)
         _umask_permissions(staging)
         _put_in_place(staging, output)
@@ -176,10 +181,6 @@ def _base_dtype(base: str) -> Any:
 
 def _weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-
-
-def _template(shippable: Shippable) -> str | None:
-    return getattr(shippable.tokenizer, "chat_template", None)
 
 
 def _umask_permissions(folder: Path) -> None:
