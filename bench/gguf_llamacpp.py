@@ -69,7 +69,7 @@ def families(work: Path) -> list[dict[str, Any]]:
                 greedy=[{"tokens": prompt, "max_tokens": GREEDY_TOKENS}],
             )  # fmt: skip
             ours = answer["greedy"][0]["tokens"]
-            same = sum(a == b for a, b in zip(ours, greedy, strict=False))
+            same = next((i for i, (a, b) in enumerate(zip(ours, greedy, strict=False)) if a != b), len(ours))
             rows.append({
                 "family": family, "quant": quant, "bytes": path.stat().st_size,
                 "tokenisation_equal": answer["tokens"] == expected,
@@ -176,7 +176,8 @@ def main() -> None:
         rows = families(args.work / "families")
         (RESULTS / "gguf_families.json").write_text(json.dumps(rows, indent=1) + "\n")
         table = families_table(rows)
-        legend = "NMSE of llama.cpp's log-probabilities against transformers' float32 model · greedy tokens equal"
+        legend = ("NMSE of llama.cpp's log-probabilities against transformers' float32 model · greedy tokens equal "
+                  "before the first difference")
         (RESULTS / "gguf_families.md").write_text(header + legend + "\n\n" + table + "\n")
         print(table)
     if args.demo:

@@ -153,12 +153,22 @@ def bake_system_prompt(tokenizer: Any, run: dict[str, Any]) -> bool:
     """
     system = (run.get("data") or {}).get("system_prompt")
     template = getattr(tokenizer, "chat_template", None)
-    if not system or not isinstance(template, str):
-        return False
+    if not system or not isinstance(template, str) or not _takes_system_turns(tokenizer):
+        return False  # a template that refuses system turns (Gemma 2) would then refuse every conversation
     default = json.dumps(system)  # a JSON string is a valid Jinja string literal
     tokenizer.chat_template = (
         "{%- if not messages or messages[0]['role'] != 'system' %}"
         f"{{%- set messages = [{{'role': 'system', 'content': {default}}}] + messages %}}"
         "{%- endif %}" + template
     )
+    return True
+
+
+def _takes_system_turns(tokenizer: Any) -> bool:
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], tokenize=False
+        )
+    except Exception:  # noqa: BLE001 - templates raise what they like ("System role not supported")
+        return False
     return True
