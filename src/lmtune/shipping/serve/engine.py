@@ -99,8 +99,8 @@ class Engine:
             return asked or self.model.generation_config.max_new_tokens or FALLBACK_MAX_TOKENS
         if asked is None and prompt_tokens >= self.context:
             raise context_error(
-                f"This model's maximum context length is {self.context} tokens, and the {request.prompt_param} "
-                f"alone has {prompt_tokens} tokens. Please shorten the {request.prompt_param}.",
+                f"This model's maximum context length is {self.context} tokens, and there are {prompt_tokens} "
+                f"tokens in the {request.prompt_param} alone. Please shorten the {request.prompt_param}.",
                 request,
             )
         if asked is not None and prompt_tokens + asked > self.context:
