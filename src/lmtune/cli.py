@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--compare", action="store_true", help="answer with the base and the fine-tuned model side by side")
     ch.set_defaults(func=cmd_chat)
 
-    sv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server (transformers serve) for a run or model")
+    sv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server for a run or model")
     sv.add_argument("model", help="run folder (merged into RUN/export first), HF folder or .gguf file")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)

@@ -5,5 +5,6 @@
 * ``gguf``     — a GGUF file written in-process with the ``gguf`` package's ``GGUFWriter``;
 * ``quantize`` — int8 weight-only copies through torchao (``TorchAoConfig``);
 * ``chat``     — a streaming terminal chat;
-* ``serve``    — an OpenAI-compatible HTTP server on ``transformers serve``'s engine.
+* ``serve``    — an OpenAI-compatible HTTP server (FastAPI, ``model.generate``) that honours or refuses
+  each request field.
 """
