@@ -267,7 +267,7 @@ def test_settings_are_checked(settings: tuple[int, float, float], message: str) 
             "--compare: {model} is not a run folder (no adapter_config.json, nor a config.yaml naming model.name)",
         ),
         (["{model}", "--top-p", "1.5"], "--top-p: must be in (0, 1], got 1.5"),
-        (["{missing}"], "model.name: {missing}: no such file or folder"),
+        (["{missing}"], "MODEL {missing}: no such file or folder"),
     ],
     ids=["compare-plain-folder", "top-p", "missing-path"],
 )

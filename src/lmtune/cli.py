@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     x = verbs.add_parser("export", help="a run as a plain HF folder (adapters merged), a GGUF file or an int8 copy")
-    x.add_argument("run", help="run folder (or any model folder lmtune can load)")
+    x.add_argument("run", metavar="RUN", help="run folder (or a model folder or .gguf file lmtune can load)")
     x.add_argument("--output", required=True, help="folder to write (created; must be empty or an earlier export)")
     x.add_argument("--format", choices=("hf", "gguf"), default="hf")
     x.add_argument(
@@ -301,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     ch = verbs.add_parser("chat", help="chat in the terminal with a run, an exported folder or a GGUF file")
-    ch.add_argument("model", nargs="?", default=EMBEDDED_MODEL, help="run folder, HF folder, .gguf file or hub id")
+    ch.add_argument(
+        "model", metavar="MODEL", nargs="?", default=EMBEDDED_MODEL, help="run folder, HF folder, .gguf file or hub id"
+    )
     ch.add_argument("--max-new-tokens", type=int, default=256)
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     ch.add_argument("--top-p", type=float, default=1.0)
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=cmd_chat)
 
     sv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server for a run or model")
-    sv.add_argument("model", help="run folder (merged into RUN/export first), HF folder or .gguf file")
+    sv.add_argument("model", metavar="MODEL", help="run folder (merged into RUN/export first), HF folder or .gguf file")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.set_defaults(func=cmd_serve)

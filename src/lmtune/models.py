@@ -60,40 +60,56 @@ def embedded_gguf() -> Path:
     return path
 
 
-def resolve(name: str) -> Path | str:
-    """A local folder with ``config.json`` (or adapter), or a hub id left as a string."""
+def named(argument: str, value: object) -> str:
+    """How an error message names what the user gave: ``model.name: x`` for a config key, ``RUN x`` for a command's.
+
+    Loading is shared by training (where the model comes from the config key ``model.name``) and
+    by commands such as ``lmtune export RUN`` or ``lmtune chat MODEL``, whose messages must name
+    the argument the user typed; callers pass ``argument`` and every message here goes through this.
+    """
+    on_command_line = argument.isupper() or argument.startswith("-")  # RUN, MODEL, --output
+    return f"{argument} {value}" if on_command_line else f"{argument}: {value}"
+
+
+def resolve(name: str, argument: str = "model.name") -> Path | str:
+    """A local folder with ``config.json`` (or adapter), or a hub id left as a string.
+
+    ``argument`` is what error messages call ``name`` (see `named`).
+    """
     if name == EMBEDDED_MODEL:
-        return hf_copy_of_gguf(embedded_gguf())
+        return hf_copy_of_gguf(embedded_gguf(), argument)
     path = Path(name).expanduser()
     if name.lower().endswith(".gguf"):
         if not path.is_file():
-            raise ModelError(f"model.name: {name}: no such .gguf file")
-        return hf_copy_of_gguf(path)
+            raise ModelError(f"{named(argument, name)}: no such .gguf file")
+        return hf_copy_of_gguf(path, argument)
     if path.is_dir():
         if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
-            raise ModelError(f"model.name: {name}: folder holds no config.json or adapter_config.json")
+            raise ModelError(f"{named(argument, name)}: folder holds no config.json or adapter_config.json")
         return path
+    if path.exists():
+        raise ModelError(f"{named(argument, name)}: is a file, not a run folder, model folder or .gguf file")
     if name.startswith((".", "/", "~")) or path.suffix or name.count("/") > 1:
-        raise ModelError(f"model.name: {name}: no such file or folder")
+        raise ModelError(f"{named(argument, name)}: no such file or folder")
     return name
 
 
-def hf_copy_of_gguf(gguf: Path) -> Path:
+def hf_copy_of_gguf(gguf: Path, argument: str = "model.name") -> Path:
     """Dequantise a GGUF file once into a cached Hugging Face folder; return the folder."""
     with gguf.open("rb") as f:
         if f.read(4) != b"GGUF":
-            raise ModelError(f"model.name: {gguf}: not a GGUF file (bad magic bytes)")
+            raise ModelError(f"{named(argument, gguf)}: not a GGUF file (bad magic bytes)")
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_root() / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
     logger.info("dequantising %s once into %s (takes ~30 s)", gguf, target)
-    _convert_gguf(gguf, target)
+    _convert_gguf(gguf, target, argument)
     return target
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
+def _convert_gguf(gguf: Path, target: Path, argument: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,7 +117,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
-        raise ModelError(f"model.name: {gguf}: cannot load GGUF file ({e})") from None
+        raise ModelError(f"{named(argument, gguf)}: cannot load GGUF file ({e})") from None
     # Once loaded, the weights are plain float tensors; the quantizer left on the model
     # only serves to refuse save_pretrained ("quantized with gguf and is not serializable").
     model.hf_quantizer = None
@@ -125,11 +141,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def load_tokenizer(source: Path | str, cfg: ModelConfig | None = None) -> Any:
+def load_tokenizer(source: Path | str, cfg: ModelConfig | None = None, argument: str = "model.name") -> Any:
     from transformers import AutoTokenizer
 
     cfg = cfg or ModelConfig()
-    tokenizer = _from_pretrained(AutoTokenizer, source, cfg)
+    tokenizer = _from_pretrained(AutoTokenizer, source, cfg, argument)
     if tokenizer.pad_token is None:
         # Padding positions carry attention_mask 0 and label -100, so reusing EOS is safe;
         # the collator, not the pad id, decides what is trained on.
@@ -137,27 +153,28 @@ def load_tokenizer(source: Path | str, cfg: ModelConfig | None = None) -> Any:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig, load_in_4bit: bool = False) -> tuple[Any, Any, str]:
+def load_model(cfg: ModelConfig, load_in_4bit: bool = False, argument: str = "model.name") -> tuple[Any, Any, str]:
     """(model, tokenizer, base) where ``base`` is the folder or hub id of the base weights.
 
-    ``load_in_4bit`` quantises the base to NF4 with bitsandbytes (QLoRA; CUDA only).
+    ``load_in_4bit`` quantises the base to NF4 with bitsandbytes (QLoRA; CUDA only).  ``argument``
+    is what error messages call ``cfg.name``: ``model.name`` in training, ``RUN`` or ``MODEL`` in a command.
     """
-    source = resolve(cfg.name)
+    source = resolve(cfg.name, argument)
     if isinstance(source, Path) and (source / "adapter_config.json").is_file():
-        return load_run(source, cfg)
+        return load_run(source, cfg, argument)
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(source, cfg)
+    tokenizer = load_tokenizer(source, cfg, argument)
     extra = {"quantization_config": _nf4_config(), "device_map": {"": 0}} if load_in_4bit else {}
     if cfg.attn_implementation != "auto":
         extra["attn_implementation"] = cfg.attn_implementation
-    model = _from_pretrained(AutoModelForCausalLM, source, cfg, dtype=_dtype(cfg.dtype), **extra)
+    model = _from_pretrained(AutoModelForCausalLM, source, cfg, argument, dtype=_dtype(cfg.dtype), **extra)
     contiguous_head_input(model)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(source)
 
 
-def load_run(folder: Path, cfg: ModelConfig | None = None) -> tuple[Any, Any, str]:
+def load_run(folder: Path, cfg: ModelConfig | None = None, argument: str = "model.name") -> tuple[Any, Any, str]:
     """A saved PEFT adapter with its base model (tokenizer from the run folder)."""
     import json
 
@@ -165,14 +182,15 @@ def load_run(folder: Path, cfg: ModelConfig | None = None) -> tuple[Any, Any, st
     from transformers import AutoModelForCausalLM
 
     cfg = cfg or ModelConfig()
+    check_weights(folder, cfg, argument)  # before the base loads: a damaged run folder fails in a second
     base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base_source = resolve(base) if base else None
+    base_argument = f"{folder}/adapter_config.json base_model_name_or_path"  # the base is named there, not by the user
+    base_source = resolve(base, base_argument) if base else None
     if base_source is None:
         raise ModelError(f"{folder}/adapter_config.json: no base_model_name_or_path")
     tokenizer = load_tokenizer(folder if (folder / "tokenizer_config.json").is_file() else base_source, cfg)
-    model = _from_pretrained(AutoModelForCausalLM, base_source, cfg, dtype=_dtype(cfg.dtype))
+    model = _from_pretrained(AutoModelForCausalLM, base_source, cfg, base_argument, dtype=_dtype(cfg.dtype))
     contiguous_head_input(model)
-    refuse_pickle_weights(folder, cfg)  # the adapter's own weights
     model = PeftModel.from_pretrained(model, folder)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(base_source)
@@ -222,14 +240,18 @@ def _sync_pad(model: Any, tokenizer: Any) -> None:
             cfg.pad_token_id = tokenizer.pad_token_id
 
 
-def _from_pretrained(cls: Any, source: Path | str, cfg: ModelConfig, **kwargs: Any) -> Any:
+def _from_pretrained(
+    cls: Any, source: Path | str, cfg: ModelConfig, argument: str = "model.name", **kwargs: Any
+) -> Any:
     common = {"trust_remote_code": cfg.trust_remote_code, **kwargs}
     if cfg.trust_remote_code:
         logger.warning("model.trust_remote_code is on: Python code shipped with %s runs on this machine", source)
-    if not cfg.allow_pickle and not cls.__name__.endswith("Tokenizer"):
+    weights = not cls.__name__.endswith("Tokenizer")
+    if not cfg.allow_pickle and weights:
         common["use_safetensors"] = True  # pickle files can run code when loaded; safetensors cannot
     if isinstance(source, Path):
-        refuse_pickle_weights(source, cfg)
+        if weights:
+            check_weights(source, cfg, argument)
         return cls.from_pretrained(source, **common)
     hub = {"revision": cfg.revision, **common}
     try:  # a hub id already in the local cache loads with no network at all
@@ -238,7 +260,7 @@ def _from_pretrained(cls: Any, source: Path | str, cfg: ModelConfig, **kwargs: A
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not hub_reachable():
         raise ModelError(
-            f"model.name: '{source}' is not a local folder, .gguf file or cached hub model, and the "
+            f"{named(argument, repr(source))} is not a local folder, .gguf file or cached hub model, and the "
             f"Hugging Face hub cannot be reached (offline?). Use a local folder, a .gguf file, or the "
             f"embedded default '{EMBEDDED_MODEL}'"
         )
@@ -246,8 +268,8 @@ def _from_pretrained(cls: Any, source: Path | str, cfg: ModelConfig, **kwargs: A
         return cls.from_pretrained(source, **hub)
     except OSError as e:
         if "safetensors" in str(e) and not cfg.allow_pickle:
-            raise ModelError(f"model.name: '{source}': {PICKLE_ONLY}") from None
-        raise ModelError(f"model.name: '{source}': {str(e).splitlines()[0]}") from None
+            raise ModelError(f"{named(argument, repr(source))}: {PICKLE_ONLY}") from None
+        raise ModelError(f"{named(argument, repr(source))}: {str(e).splitlines()[0]}") from None
 
 
 PICKLE_ONLY = (
@@ -257,13 +279,57 @@ PICKLE_ONLY = (
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
 
 
-def refuse_pickle_weights(folder: Path, cfg: ModelConfig) -> None:
+def refuse_pickle_weights(folder: Path, cfg: ModelConfig, argument: str = "model.name") -> None:
     """A local model or adapter folder with pickle weights and no safetensors, unless allowed."""
     if cfg.allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
         return
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
     if pickled:
-        raise ModelError(f"model.name: {folder}: {pickled[0]}: {PICKLE_ONLY}")
+        raise ModelError(f"{named(argument, folder)}: {pickled[0]}: {PICKLE_ONLY}")
+
+
+def check_weights(folder: Path, cfg: ModelConfig, argument: str = "model.name") -> None:
+    """A local model or adapter folder holds its weights, readable: else one line naming the file.
+
+    Without this, a run folder whose ``adapter_model.safetensors`` was deleted ends in a long
+    ``HFValidationError`` (PEFT takes the folder for a hub id), and a file cut short by a copy or
+    save that stopped half-way in a ``SafetensorError`` traceback.  Only the safetensors headers
+    are read (and their length checked against the file's), so this takes milliseconds.
+    """
+    if not folder.is_dir():
+        return
+    refuse_pickle_weights(folder, cfg, argument)
+    adapter = (folder / "adapter_config.json").is_file()
+    stem, fix = ("adapter_model", "train the run again") if adapter else ("model", "save the model again")
+    if cfg.allow_pickle and any(p.suffix in PICKLE_SUFFIXES for p in folder.glob(f"*{stem}*")):
+        return  # pickle weights the user allowed: torch reads them and says what is wrong
+    for name in _safetensors_names(folder, stem, argument):
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{named(argument, folder)}: {name} is missing (the weights): restore it or {fix}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type and OSError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelError(
+                f"{named(argument, folder)}: {name} is damaged or cut short ({reason}): restore it or {fix}"
+            ) from None
+
+
+def _safetensors_names(folder: Path, stem: str, argument: str) -> list[str]:
+    """The weight files a folder's loader reads: ``STEM.safetensors``, or the shards its index lists."""
+    import json
+
+    index = folder / f"{stem}.safetensors.index.json"
+    if not index.is_file():
+        return [f"{stem}.safetensors"]
+    try:
+        return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ModelError(f"{named(argument, folder)}: {index.name} is damaged (no weight_map)") from None
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

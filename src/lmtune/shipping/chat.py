@@ -90,11 +90,12 @@ def run_base(target: str) -> tuple[str, bool]:
     return str(base), False
 
 
-def load_side(name: str, label: str, wanted_layout: str = "auto") -> Side:
+def load_side(name: str, label: str, wanted_layout: str = "auto", argument: str = "MODEL") -> Side:
+    """``name`` loaded to answer; ``argument`` is what error messages call it (see `lmtune.models.named`)."""
     from lmtune.config import ModelConfig
     from lmtune.models import load_model
 
-    model, tokenizer, _ = load_model(ModelConfig(name=name))
+    model, tokenizer, _ = load_model(ModelConfig(name=name), argument=argument)
     layout = "chat" if wanted_layout != "plain" and getattr(tokenizer, "chat_template", None) else "plain"
     return Side(label, model.eval(), tokenizer, layout)
 
@@ -109,7 +110,7 @@ def load_sides(target: str, base: tuple[str, bool] | None = None) -> list[Side]:
     name, adapter = base
     if adapter:
         return [Side("base> ", tuned.model, tuned.tokenizer, tuned.layout, adapter_off=True), tuned]
-    return [load_side(name, "base> ", wanted), tuned]
+    return [load_side(name, "base> ", wanted, argument=f"{target}/config.yaml model.name"), tuned]
 
 
 # --------------------------------------------------------------------------- prompts

@@ -38,9 +38,18 @@ EXACT = 1e-4  # max |Δlogit| a float32 export may differ from the run's model b
 
 
 def export(
-    source: Path, output: Path, fmt: str = "hf", quant: str | None = None, overwrite: bool = False, echo: Any = print
+    source: Path,
+    output: Path,
+    fmt: str = "hf",
+    quant: str | None = None,
+    overwrite: bool = False,
+    echo: Any = print,
+    argument: str = "RUN",
 ) -> dict[str, Any]:
-    """Export ``source`` (a run folder or model folder) to ``output``; returns what ``export.json`` holds."""
+    """Export ``source`` (a run folder, model folder or .gguf file) to ``output``; returns what ``export.json`` holds.
+
+    ``argument`` is what messages call ``source`` (``RUN``; ``MODEL`` when serve exports).
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
     if fmt == "gguf":
@@ -51,9 +60,9 @@ def export(
     else:
         check_hf_quant(quant)
     check_output(output, source, overwrite)
-    describe_source(source)  # refuses prompt-learning adapters and folders that hold no model, before loading
+    describe_source(source, argument)  # refuses prompt-learning adapters and what holds no model, before loading
     echo(f"loading {source} in float32 ...")
-    shippable = load_shippable(source)
+    shippable = load_shippable(source, argument)
     if fmt == "gguf":
         check_gguf_supported(shippable.model.config, shippable.tokenizer, quant or "f32")
     stops = set_generation_stops(shippable.model, shippable.tokenizer)

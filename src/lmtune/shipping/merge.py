@@ -33,35 +33,42 @@ class Shippable:
     is_adapter: bool
 
 
-def describe_source(source: Path) -> tuple[str, dict[str, Any]]:
-    """(method, run config) of a run folder or plain model folder; refuses what cannot be exported."""
-    from lmtune.config import read_yaml
+def describe_source(source: Path, argument: str = "RUN") -> tuple[str, dict[str, Any]]:
+    """(method, run config) of a run folder, model folder or .gguf file; refuses what cannot be exported.
 
+    ``argument`` is what messages call ``source``: the command's argument (``RUN`` for export).
+    """
+    from lmtune.config import read_yaml
+    from lmtune.models import named
+
+    what = named(argument, source)
     if not source.exists():
-        raise ExportError(f"{source}: no such run folder or model")
+        raise ExportError(f"{what}: no such run folder, model folder or .gguf file")
+    if source.is_file() and source.suffix.lower() != ".gguf":
+        raise ExportError(f"{what}: is a file, not a run folder, model folder or .gguf file")
     run = read_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else {}
     adapter_file = source / "adapter_config.json"
     if adapter_file.is_file():
         peft_type = str(json.loads(adapter_file.read_text(encoding="utf-8")).get("peft_type", "")).upper()
         if peft_type in PROMPT_LEARNING:
             raise ExportError(
-                f"{source}: a {peft_type.lower()} adapter cannot be merged into the weights (it adds virtual "
+                f"{what}: a {peft_type.lower()} adapter cannot be merged into the weights (it adds virtual "
                 "tokens to every input, not a weight update); use it as it is with `lmtune chat` / "
                 "`lmtune generate`, or train with method: lora (or dora, adalora, ia3) to export"
             )
         return str(run.get("method") or peft_type.lower()), run
     if source.is_dir() and not (source / "config.json").is_file():
-        raise ExportError(f"{source}: not a run folder or model folder (no adapter_config.json or config.json)")
+        raise ExportError(f"{what}: not a run folder or model folder (no adapter_config.json or config.json)")
     return str(run.get("method") or "model"), run
 
 
-def load_shippable(source: Path) -> Shippable:
+def load_shippable(source: Path, argument: str = "RUN") -> Shippable:
     """The run's model in float32: adapter on an unquantised base, or the full model."""
     from lmtune.config import ModelConfig
     from lmtune.models import load_model
 
-    method, run = describe_source(source)
-    model, tokenizer, base = load_model(ModelConfig(name=str(source), dtype="float32"))
+    method, run = describe_source(source, argument)
+    model, tokenizer, base = load_model(ModelConfig(name=str(source), dtype="float32"), argument=argument)
     model.eval()
     is_adapter = hasattr(model, "peft_config")
     if not is_adapter and run:

@@ -22,21 +22,28 @@ GRACE_S = 3
 
 def servable_folder(target: str, echo: Any = print) -> str:
     """A plain model folder (or hub id) to serve: runs with adapters are merged and exported first."""
-    from lmtune.models import resolve
+    from lmtune.config import ModelConfig
+    from lmtune.models import check_weights, named, resolve
     from lmtune.shipping.export import EXPORT_RECORD, export
 
     path = Path(target).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
+        check_weights(path, ModelConfig(), "MODEL")  # a damaged run: one line, also when an old export is there
         exported = path / "export"
         if _export_is_current(path, exported / EXPORT_RECORD):
             echo(f"serving the export of {path} in {exported}")
         else:
             echo(f"merging {path} into a plain model folder for serving: {exported}")
-            export(path, exported, "hf", None, overwrite=True, echo=echo)
+            export(path, exported, "hf", None, overwrite=True, echo=echo, argument="MODEL")
         return str(exported)
     if path.is_dir() and not (path / "config.json").is_file():
-        raise ExportError(f"{target}: not a run folder or model folder (no adapter_config.json or config.json)")
-    return str(resolve(target))  # HF folders as they are; GGUF files and the embedded model via the dequantised cache
+        raise ExportError(
+            f"{named('MODEL', target)}: not a run folder or model folder (no adapter_config.json or config.json)"
+        )
+    folder = resolve(target, "MODEL")  # HF folders as they are; GGUF files and the embedded model via the cache
+    if isinstance(folder, Path):
+        check_weights(folder, ModelConfig(), "MODEL")  # before the port is taken and the engine loads
+    return str(folder)
 
 
 def _export_is_current(run: Path, record: Path) -> bool:
