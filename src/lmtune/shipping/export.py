@@ -1,8 +1,9 @@
-"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...]``.
+"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...] [--overwrite]``.
 
 Everything is written into a temporary folder next to ``DIR``, checked against the run's
 own model, and only then renamed to ``DIR``: a failed or interrupted export leaves no
-half-written folder, and an earlier export is replaced only with ``--overwrite``.
+half-written folder, and an earlier export is replaced only with ``--overwrite``, and only
+its own files (`lmtune.shipping.output`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from lmtune.shipping.merge import (
     set_generation_stops,
 )
 from lmtune.shipping.ollama import build_modelfile
+from lmtune.shipping.output import EXPORT_RECORD, check_output, put_in_place
 from lmtune.shipping.quantize import check_hf_quant, quantize_int8
 
 logger = logging.getLogger(__name__)
 
-EXPORT_RECORD = "export.json"
 FORMATS = ("hf", "gguf")
 EXACT = 1e-4  # max |Δlogit| a float32 export may differ from the run's model by (summation order only)
 
@@ -91,26 +91,13 @@ def export(
             result["modelfile"] = ollama.record()
             for note in ollama.notes:
                 echo(f"Modelfile: {note}")
+        result["files"] = sorted([p.name for p in staging.iterdir()] + [EXPORT_RECORD])  # what --overwrite replaces
         atomic_write_json(staging / EXPORT_RECORD, result)
         _umask_permissions(staging)
-        _put_in_place(staging, output)
+        put_in_place(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
-
-
-def check_output(output: Path, source: Path, overwrite: bool) -> None:
-    """``--output`` must be new, empty, or (with ``--overwrite``) an earlier export; never the run itself."""
-    if output.exists() and not output.is_dir():
-        raise ExportError(f"--output {output}: is a file, not a folder")
-    if output.resolve() == source.resolve():
-        raise ExportError(f"--output {output}: is the run folder itself; choose another folder")
-    if not output.exists() or not any(output.iterdir()):
-        return
-    if not (output / EXPORT_RECORD).is_file():
-        raise ExportError(f"--output {output}: holds files that are not an lmtune export; choose a new or empty folder")
-    if not overwrite:
-        raise ExportError(f"--output {output}: holds an earlier export; pass --overwrite to replace it")
 
 
 def _refuse_failed_check(result: dict[str, Any]) -> None:
@@ -198,14 +185,3 @@ def _umask_permissions(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             os.chmod(path, mode)
-
-
-def _put_in_place(staging: Path, output: Path) -> None:
-    """Rename the checked export to ``output``; an earlier export there is removed only after that."""
-    old = None
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=".tmp-old-export-", dir=output.parent))
-        os.replace(output, old / "export")
-    os.replace(staging, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
