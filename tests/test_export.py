@@ -62,6 +62,8 @@ def test_hf_export_equals_the_adapter_model_and_stops_like_it(lora_run: Path, tm
     assert record == json.loads(json.dumps(result))
     assert record["format"] == "hf" and record["quant"] is None
     assert record["max_abs_logit_diff"] <= 1e-4 and record["greedy_match"] == 1.0
+    assert record["check"]["stored_as"] == "float32" and record["check"]["passed"] is True
+    assert record["check"]["nmse"] < 1e-9 and record["check"]["accepted_degraded"] is False
     assert record["size_bytes"] == (out / "model.safetensors").stat().st_size
     assert {"model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json", "README.md"} <= {
         p.name for p in out.iterdir()
@@ -131,6 +133,7 @@ def test_int8_copy_reloads_without_lmtune_and_reports_size_and_speed(lora_run: P
     assert record["quant"] == "int8" and record["size_bytes"] < record["float_size_bytes"]
     assert record["tokens_per_s"] > 0 and record["float_tokens_per_s"] > 0
     assert record["max_abs_logit_diff"] < 0.5 and 0 <= record["greedy_match"] <= 1
+    assert record["check"]["stored_as"] == "int8" and record["check"]["passed"] is True
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "torchao"
     AutoModelForCausalLM.from_pretrained(out)  # plain transformers (with torchao installed)
@@ -145,6 +148,8 @@ def test_gguf_export_writes_a_checked_file_and_a_modelfile(lora_run: Path, tmp_p
     gguf_file = out / record["file"]
     assert gguf_file.stat().st_size == record["size_bytes"]
     assert 0 < record["max_abs_logit_diff"] < 1.0
+    assert record["check"]["passed"] is True and 0 < record["check"]["nmse"] <= record["check"]["nmse_max"]
+    assert record["files"] == sorted(p.name for p in out.iterdir())
     modelfile = (out / "Modelfile").read_text()
     assert f"FROM ./{gguf_file.name}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
 

@@ -137,7 +137,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from lmtune.shipping.export import export
 
-    result = export(Path(args.run), Path(args.output), args.format, args.quant, overwrite=args.overwrite)
+    result = export(
+        Path(args.run),
+        Path(args.output),
+        args.format,
+        args.quant,
+        overwrite=args.overwrite,
+        accept_degraded=args.accept_degraded,
+    )
     print(json.dumps(result, indent=2))
 
 
@@ -288,7 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.set_defaults(func=cmd_generate)
 
-    x = verbs.add_parser("export", help="a run as a plain HF folder (adapters merged), a GGUF file or an int8 copy")
+    from lmtune.shipping.gate import GATE_HELP
+
+    x = verbs.add_parser(
+        "export",
+        help="a run as a plain HF folder (adapters merged), a GGUF file or an int8 copy",
+        description="Export a run, checked against the run's own model before anything is written. " + GATE_HELP,
+    )
     x.add_argument("run", metavar="RUN", help="run folder (or a model folder or .gguf file lmtune can load)")
     x.add_argument("--output", required=True, help="folder to write (created; must be empty or an earlier export)")
     x.add_argument("--format", choices=("hf", "gguf"), default="hf")
@@ -297,7 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="hf: int8 (torchao weight-only); gguf: f32, f16, bf16, q8_0 or q4_0 (default: f32 / none)",
     )
-    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
+    x.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in --output (its own files, nothing else)"
+    )
+    x.add_argument(
+        "--accept-degraded",
+        action="store_true",
+        help="write the export even when its check fails (a quantisation that changes the answers); "
+        "export.json records that it was accepted degraded",
+    )
     x.set_defaults(func=cmd_export)
 
     ch = verbs.add_parser("chat", help="chat in the terminal with a run, an exported folder or a GGUF file")

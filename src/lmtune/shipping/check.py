@@ -1,14 +1,16 @@
 """Does the exported model behave like the run's own model?  Measured before an export reports success.
 
 The run's model (float32, adapter unmerged) answers a few held-out prompts first; the
-written model, loaded back with plain transformers, must give the same logits (within a
-tolerance) and greedy answers, and the check answer must end by itself with nothing but
-the exported folder's own generation settings.
+written model, loaded back with plain transformers, is measured against it — NMSE of the
+logits, greedy answers, finite logits — and `lmtune.shipping.gate` says whether that is
+close enough for the format; the check answer must also end by itself with nothing but the
+exported folder's own generation settings.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ class Reference:
 
     prompts: list[str]
     input_ids: list[list[int]]
-    logits: list[Any]  # one float32 tensor (positions x vocab) per prompt
+    logits: list[Any]  # one float32 tensor (positions x vocab) per prompt, on the prompt + its answer
     answers: list[list[int]]  # greedy new tokens, end-of-turn token included when it stopped
     stops: list[int]
 
@@ -65,30 +67,66 @@ def prompt_ids(tokenizer: Any, run: dict[str, Any], prompts: list[str]) -> list[
 
 
 def reference(model: Any, tokenizer: Any, prompts: list[str], ids: list[list[int]], stops: list[int]) -> Reference:
-    logits = [_logits(model, x) for x in ids]
     answers = [_greedy(model, x, eos=stops, pad=tokenizer.pad_token_id) for x in ids]
+    logits = [_logits(model, x + a) for x, a in zip(ids, answers, strict=True)]
     return Reference(prompts, ids, logits, answers, stops)
 
 
 def compare(exported: Any, ref: Reference, tokenizer: Any) -> dict[str, Any]:
     """Logit and greedy-answer agreement of ``exported`` with the run's model, and whether it stops by itself.
 
-    The exported model generates with its own generation config only (no eos passed in), as a
-    user calling ``model.generate`` on the exported folder would.
+    Logits are compared on each prompt followed by the run's own greedy answer, so the answer
+    positions count as well as the prompt's.  The exported model generates with its own
+    generation config only (no eos passed in), as a user calling ``model.generate`` on the
+    exported folder would.
     """
-    diff = max(float((_logits(exported, x) - r).abs().max()) for x, r in zip(ref.input_ids, ref.logits, strict=True))
+    logits = [_logits(exported, x + a) for x, a in zip(ref.input_ids, ref.answers, strict=True)]
     answers = [_greedy(exported, x) for x in ref.input_ids]
     same = sum(a == b for a, b in zip(answers, ref.answers, strict=True))
     stopped = _ends_with_stop(answers[0], ref.stops)
     return {
-        "max_abs_logit_diff": diff,
+        "max_abs_logit_diff": max(float((e - r).abs().max()) for e, r in zip(logits, ref.logits, strict=True)),
+        "nmse": nmse(logits, ref.logits),
+        "finite": all(bool(e.isfinite().all()) for e in logits),
         "greedy_match": same / len(answers),
+        "greedy_token_match": greedy_token_match(logits, ref),
         "stopped": stopped,
         "check_prompt": ref.prompts[0],
         "check_answer": tokenizer.decode(answers[0], skip_special_tokens=True).strip(),
         "run_answer": tokenizer.decode(ref.answers[0], skip_special_tokens=True).strip(),
         "check_prompts": len(answers),
     }
+
+
+def nmse(logits: list[Any], ref_logits: list[Any]) -> float:
+    """Normalised mean squared error of ``logits`` against ``ref_logits``, all prompts pooled.
+
+    ``NMSE = mean((logits - ref)^2) / var(ref)``, both over every position and vocabulary entry of
+    every check prompt: llama.cpp's ``check-nmse.py`` (its model-conversion check, which passes
+    below 1e-2).  The error's power relative to the logits' own spread, so it reads the same on a
+    model whose logits spread over 0.01 (a tiny random one) as over 20, unlike max |Δlogit|.  The
+    variance, not the mean square, is the scale: adding one constant to every logit changes no
+    probability, and must not make an error look smaller.
+    """
+    count = sum(r.numel() for r in ref_logits)
+    mean = sum(float(r.double().sum()) for r in ref_logits) / count
+    error = sum(float(((e.double() - r.double()) ** 2).sum()) for e, r in zip(logits, ref_logits, strict=True))
+    spread = sum(float(((r.double() - mean) ** 2).sum()) for r in ref_logits)
+    return error / spread if spread > 0 else (0.0 if error == 0 else math.inf)
+
+
+def greedy_token_match(logits: list[Any], ref: Reference) -> float:
+    """Share of the run's answer positions where the export's most likely next token is the run model's.
+
+    Both models read the same text (prompt + the run's greedy answer), so one early difference
+    does not count again at every later token, as it would when whole answers are compared.
+    """
+    same = total = 0
+    for e, r, x, a in zip(logits, ref.logits, ref.input_ids, ref.answers, strict=True):
+        at = slice(len(x) - 1, len(x) + len(a) - 1)  # the positions that predict the answer's tokens
+        same += int((e[at].argmax(-1) == r[at].argmax(-1)).sum())
+        total += len(a)
+    return same / total if total else 1.0
 
 
 def _ends_with_stop(answer: list[int], stops: list[int]) -> bool:

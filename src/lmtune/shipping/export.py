@@ -1,9 +1,9 @@
-"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...] [--overwrite]``.
+"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...] [--overwrite] [--accept-degraded]``.
 
 Everything is written into a temporary folder next to ``DIR``, checked against the run's
-own model, and only then renamed to ``DIR``: a failed or interrupted export leaves no
-half-written folder, and an earlier export is replaced only with ``--overwrite``, and only
-its own files (`lmtune.shipping.output`).
+own model (`lmtune.shipping.check`), and only then renamed to ``DIR``: a failed or interrupted
+export leaves no half-written folder, and an earlier export is replaced only with
+``--overwrite``, and only its own files (`lmtune.shipping.output`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from lmtune.errors import ExportError
 from lmtune.files import atomic_write_json, atomic_write_text, current_umask, make_staging_folder
-from lmtune.shipping import check
+from lmtune.shipping import check, gate
 from lmtune.shipping.card import model_card
 from lmtune.shipping.merge import (
     Shippable,
@@ -34,7 +34,6 @@ from lmtune.shipping.quantize import check_hf_quant, quantize_int8
 logger = logging.getLogger(__name__)
 
 FORMATS = ("hf", "gguf")
-EXACT = 1e-4  # max |Δlogit| a float32 export may differ from the run's model by (summation order only)
 
 
 def export(
@@ -44,10 +43,13 @@ def export(
     quant: str | None = None,
     overwrite: bool = False,
     echo: Any = print,
+    accept_degraded: bool = False,
     argument: str = "RUN",
 ) -> dict[str, Any]:
     """Export ``source`` (a run folder, model folder or .gguf file) to ``output``; returns what ``export.json`` holds.
 
+    An export whose check fails (`lmtune.shipping.gate.verdict`) is refused and nothing is
+    written, unless ``accept_degraded``: then it is written, and ``export.json`` says so.
     ``argument`` is what messages call ``source`` (``RUN``; ``MODEL`` when serve exports).
     """
     if fmt not in FORMATS:
@@ -82,7 +84,8 @@ def export(
         result["source"] = str(source)
         result["run_stopped"] = check._ends_with_stop(ref.answers[0], ref.stops)
         result["stop_token_ids"] = stops
-        _refuse_failed_check(result)
+        _refuse_not_stopping(result)
+        result["check"] = _gate(result, accept_degraded, echo)
         stop_tokens = [shippable.tokenizer.convert_ids_to_tokens(i) for i in stops]
         atomic_write_text(staging / "README.md", model_card(source, shippable, result, stop_tokens))
         if fmt == "gguf":
@@ -100,15 +103,27 @@ def export(
     return result
 
 
-def _refuse_failed_check(result: dict[str, Any]) -> None:
-    """Success is reported only for a model that behaves like the run's."""
-    exact = result["format"] == "hf" and not result["quant"] or result["quant"] == "f32"
-    if exact and result["max_abs_logit_diff"] > EXACT:
+def _gate(result: dict[str, Any], accept_degraded: bool, echo: Any) -> dict[str, Any]:
+    """The check's verdict for ``export.json``; a failed check stops the export unless it is accepted."""
+    verdict, failures = gate.verdict(result, gate.stored_as(result["quant"], result.get("dtype")))
+    what = f"{result['format']} {verdict['stored_as']}"
+    if failures and not accept_degraded:
         raise ExportError(
-            f"export check failed: max |Δlogit| {result['max_abs_logit_diff']:.2e} > {EXACT:g} against the run's "
-            "own model; nothing was written"
+            f"export check failed for {what}: {'; '.join(failures)} (against the run's own model); "
+            "nothing was written (--accept-degraded writes it anyway)"
         )
-    if result["run_stopped"] and not result["stopped"] and (exact or result["greedy_match"] == 1):
+    if failures:
+        echo(f"warning: export check failed for {what}: {'; '.join(failures)}; written as asked "
+             "(--accept-degraded), and export.json says so")  # fmt: skip
+    return {**verdict, "accepted_degraded": bool(failures)}
+
+
+def _refuse_not_stopping(result: dict[str, Any]) -> None:
+    """An export that gives the run's answers but runs on past their end has wrong generation settings.
+
+    That is lmtune's mistake to fix, not a loss of precision to accept, so no flag lets it through.
+    """
+    if result["run_stopped"] and not result["stopped"] and result["greedy_match"] == 1:
         raise ExportError(
             "export check failed: the exported model does not stop where the run's model does "
             "(generation_config eos_token_id); nothing was written"
