@@ -7,26 +7,27 @@ and whether every logit is finite.
 
 A float copy differs from the run's model by rounding alone, so it must give every greedy
 answer of the run, and its NMSE must stay within what its rounding gives.  Measured (NMSE of
-the export against the run's model; the check prompts of each run):
+the export against the run's model, on the run's check prompts):
 
-=======================================  =========  =========  =========  =======  =======  =====
-run                                      float32    float16    bfloat16   q8_0     int8     q4_0
-=======================================  =========  =========  =========  =======  =======  =====
-SmolLM2-135M + 30-step LoRA              9.3e-12    1.2e-06    2.0e-03    9.5e-04  6.1e-03  0.61
-the same LoRA, base published in 16 bit             1.4e-06    2.7e-02
-tiny test Llama + 3-step LoRA            1.5e-14    8.8e-08    6.2e-06    6.2e-05  4.8e-06  1.3e-03
-=======================================  =========  =========  =========  =======  =======  =====
+=================================  ========  ========  ========  =======  =======  =======  =======  =======  ====
+run                                float32   float16   bfloat16  q8_0     int8     q6_k     q5_k_m   q4_k_m   q4_0
+=================================  ========  ========  ========  =======  =======  =======  =======  =======  ====
+SmolLM2-135M + 30-step LoRA        9.3e-12   1.2e-06   2.0e-03   9.5e-04  6.1e-03  4.9e-03  8.4e-02  5.4e-02  0.61
+same LoRA, base published 16-bit             1.4e-06   2.7e-02
+tiny test Llama + 3-step LoRA      1.5e-14   8.8e-08   6.2e-06   6.2e-05  4.8e-06                              1.3e-03
+=================================  ========  ========  ========  =======  =======  =======  =======  =======  ====
 
-(float32 and the 16-bit rows of the second line are HF folders, the others GGUF files; int8 is
-torchao's.)  Dropping the adapter altogether gives 0.46 on the SmolLM2 run.  A bfloat16 merge onto
-a bfloat16 base is the largest float figure: many of the adapter's small updates fall below
-bfloat16's resolution and are rounded away together, yet all greedy answers stay the run's.  So:
-float32 1e-5 (summation order only; room for TF32-style matmuls), float16 1e-2 (llama.cpp's pass
-mark for a conversion), bfloat16 0.1 (the top of llama.cpp's "acceptable" band, 4x the figure
-above).  Quantised copies get the same 0.1 and are gated on what users notice, the answers: at
-least 90% of the run's answer tokens ranked first (q8_0 and int8 keep 98-100%; q4_0 of the SmolLM2
-run — its base is itself a dequantised 4-bit file — just under 90%, one whole answer in three, NMSE 0.61:
-a copy to accept knowingly, with ``--accept-degraded``, not by default).
+(float32 and the second line are HF folders in that dtype, int8 is torchao's, the rest GGUF
+files.)  Dropping the adapter altogether gives 0.46 on the SmolLM2 run.  A bfloat16 merge onto a
+bfloat16 base is the largest float figure: many of the adapter's small updates fall below
+bfloat16's resolution and are rounded away together, yet every greedy answer stays the run's.
+So: float32 1e-5 (summation order only; room for TF32-style matmuls), float16 1e-2 (llama.cpp's
+pass mark for a conversion), bfloat16 0.1 (the top of llama.cpp's "acceptable" band, 4x the
+figure above).  Quantised copies get the same 0.1 and are gated on what users notice, the
+answers: at least 90% of the run's answer tokens ranked first (q8_0, int8, q6_k and q4_k_m keep
+all of the SmolLM2 run's, q5_k_m 97%; q4_0 — of a base that is itself a dequantised 4-bit file —
+just under 90%, one whole answer in three, NMSE 0.61: a copy to accept knowingly, with
+``--accept-degraded``, not by default).
 """
 
 from __future__ import annotations
