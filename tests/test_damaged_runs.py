@@ -104,3 +104,16 @@ def test_a_missing_path_is_named_as_the_commands_argument(
     where = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "x"), "port": str(free_port())}
     assert main([a.format(**where) for a in argv]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"lmtune: error: {message.format(**where)}"]
+
+
+@pytest.mark.parametrize("verb", ["chat", "serve"])
+def test_a_hub_id_that_cannot_load_is_named_as_the_commands_argument(
+    verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmtune.cli import main
+
+    argv = [verb, "nobody-here/no-such-model", *(["--port", str(free_port())] if verb == "serve" else [])]
+    assert main(argv) == 2  # the tests are offline (conftest)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("lmtune: error: MODEL 'nobody-here/no-such-model' is not a local folder"), lines

@@ -60,7 +60,7 @@ class Engine:
         from lmtune.models import load_model
 
         try:
-            model, tokenizer, _ = load_model(ModelConfig(name=folder))
+            model, tokenizer, _ = load_model(ModelConfig(name=folder), argument="MODEL")  # serve's argument
         except OSError as e:
             raise ExportError(f"{folder}: cannot load the model to serve ({e})") from None
         if torch.cuda.is_available():
