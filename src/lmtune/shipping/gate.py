@@ -85,7 +85,7 @@ def verdict(measured: dict[str, Any], stored: str) -> tuple[dict[str, Any], list
         failures.append(f"NMSE {measured['nmse']:.2e} > {gate.nmse_max:g}")
     for key, least in (("greedy_match", gate.greedy_match_min), ("greedy_token_match", gate.greedy_token_match_min)):
         if least is not None and measured[key] < least:
-            failures.append(f"{_MEASURES[key]} {measured[key]:.0%} < {least:.0%}")
+            failures.append(f"{_MEASURES[key]} {measured[key]:.1%} < {least:.0%}")
     figures = {
         "stored_as": stored,
         "nmse": measured["nmse"],
