@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--quant",
         default=None,
-        help="hf: int8 (torchao weight-only); gguf: f32, f16, bf16, q8_0 or q4_0 (default: f32 / none)",
+        help="hf: int8 (torchao weight-only); gguf: f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m or q4_0 "
+        "(default: f32 / none)",
     )
     x.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export in --output (its own files, nothing else)"
