@@ -178,8 +178,10 @@ def main() -> None:
         rows = families(args.work / "families")
         (RESULTS / "gguf_families.json").write_text(json.dumps(rows, indent=1) + "\n")
         table = families_table(rows)
-        legend = ("NMSE of llama.cpp's log-probabilities against transformers' float32 model · greedy tokens equal "
-                  "before the first difference")
+        legend = (
+            "NMSE of llama.cpp's log-probabilities against transformers' float32 model · greedy tokens equal "
+            "before the first difference"
+        )
         (RESULTS / "gguf_families.md").write_text(header + legend + "\n\n" + table + "\n")
         print(table)
     if args.demo:

@@ -144,6 +144,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         args.quant,
         overwrite=args.overwrite,
         accept_degraded=args.accept_degraded,
+        adapter_only=args.adapter_only,
     )
     print(json.dumps(result, indent=2))
 
@@ -310,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="hf: int8 (torchao weight-only); gguf: f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m or q4_0 "
         "(default: f32 / none)",
+    )
+    x.add_argument(
+        "--adapter-only",
+        action="store_true",
+        help="gguf: the run's LoRA as a llama.cpp adapter GGUF next to a GGUF of its base (llama-cli --lora, "
+        "Ollama's ADAPTER), not merged",
     )
     x.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export in --output (its own files, nothing else)"

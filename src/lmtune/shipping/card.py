@@ -50,18 +50,26 @@ def model_card(source: Path, shippable: Shippable, result: dict[str, Any], stops
 
 
 def _check_lines(result: dict[str, Any]) -> str:
+    check = result.get("check") or {}
+    nmse = f"NMSE of the logits {check['nmse']:.2e} (at most {check['nmse_max']:g}), " if "nmse" in check else ""
+    verdict = ""
+    if check.get("accepted_degraded"):
+        verdict = " **The check failed; this copy was written anyway as asked (`--accept-degraded`).**"
     return (
         f"Loaded back with plain transformers and compared with the run's own model on "
-        f"{result.get('check_prompts', 0)} held-out prompts: max |Δlogit| {result['max_abs_logit_diff']:.2e}, "
+        f"{result.get('check_prompts', 0)} held-out prompts: {nmse}max |Δlogit| {result['max_abs_logit_diff']:.2e}, "
         f"identical greedy answers {result['greedy_match']:.0%}, check answer ended by itself: "
-        f"{'yes' if result['stopped'] else 'no'}."
+        f"{'yes' if result['stopped'] else 'no'}.{verdict}"
     )
 
 
 def _usage(result: dict[str, Any]) -> str:
     if result["format"] == "gguf":
         name = result["file"]
-        return f"```bash\nollama create my-model -f Modelfile && ollama run my-model\nllama-cli -m {name} -cnv\n```"
+        lora = f" --lora {result['adapter_file']}" if result.get("adapter_file") else ""
+        return (
+            f"```bash\nollama create my-model -f Modelfile && ollama run my-model\nllama-cli -m {name}{lora} -cnv\n```"
+        )
     return (
         "```python\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"

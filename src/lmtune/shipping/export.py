@@ -1,4 +1,4 @@
-"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...] [--overwrite] [--accept-degraded]``.
+"""``lmtune export RUN --output DIR [--format hf|gguf] [--quant ...] [--adapter-only] [--overwrite] ...``.
 
 Everything is written into a temporary folder next to ``DIR``, checked against the run's
 own model (`lmtune.shipping.check`), and only then renamed to ``DIR``: a failed or interrupted
@@ -45,15 +45,19 @@ def export(
     echo: Any = print,
     accept_degraded: bool = False,
     argument: str = "RUN",
+    adapter_only: bool = False,
 ) -> dict[str, Any]:
     """Export ``source`` (a run folder, model folder or .gguf file) to ``output``; returns what ``export.json`` holds.
 
     An export whose check fails (`lmtune.shipping.gate.verdict`) is refused and nothing is
     written, unless ``accept_degraded``: then it is written, and ``export.json`` says so.
     ``argument`` is what messages call ``source`` (``RUN``; ``MODEL`` when serve exports).
+    ``adapter_only`` (GGUF): the run's LoRA as llama.cpp's adapter GGUF next to a GGUF of its base, unmerged.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    if adapter_only and fmt != "gguf":
+        raise ExportError("--adapter-only goes with --format gguf (as an HF adapter, the run folder is the export)")
     if fmt == "gguf":
         from lmtune.shipping.gguf import GGUF_QUANTS, check_gguf_supported
 
@@ -67,11 +71,13 @@ def export(
     shippable = load_shippable(source, argument)
     if fmt == "gguf":
         check_gguf_supported(shippable.model.config, shippable.tokenizer, quant or "f32")
+    if adapter_only:
+        _check_adapter(shippable, argument)
     stops = set_generation_stops(shippable.model, shippable.tokenizer)
     prompts = check.check_prompts(source)
     ids = check.prompt_ids(shippable.tokenizer, shippable.run, prompts)
     ref = check.reference(shippable.model, shippable.tokenizer, prompts, ids, stops)
-    merged = merge(shippable)
+    merged = shippable.model if adapter_only else merge(shippable)
     set_generation_stops(merged, shippable.tokenizer)
     bake_system_prompt(shippable.tokenizer, shippable.run)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +85,8 @@ def export(
     try:
         if fmt == "hf":
             result = _write_hf(merged, shippable, staging, quant, ref, echo)
+        elif adapter_only:
+            result = _write_gguf_adapter(shippable, staging, source, quant or "f32", ref, echo)
         else:
             result = _write_gguf(merged, shippable, staging, source, quant or "f32", ref, echo)
         result["source"] = str(source)
@@ -89,7 +97,9 @@ def export(
         stop_tokens = [shippable.tokenizer.convert_ids_to_tokens(i) for i in stops]
         atomic_write_text(staging / "README.md", model_card(source, shippable, result, stop_tokens))
         if fmt == "gguf":
-            ollama = build_modelfile(result["file"], shippable.tokenizer, shippable.run, stops)
+            ollama = build_modelfile(
+                result["file"], shippable.tokenizer, shippable.run, stops, result.get("adapter_file")
+            )
             atomic_write_text(staging / "Modelfile", ollama.text)
             result["modelfile"] = ollama.record()
             for note in ollama.notes:
@@ -163,19 +173,58 @@ def _write_hf(
 def _write_gguf(
     merged: Any, shippable: Shippable, staging: Path, source: Path, quant: str, ref: check.Reference, echo: Any
 ) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from lmtune.shipping.gguf import write_gguf
 
     name = f"{source.resolve().name}-{quant}.gguf"
     write_gguf(merged.float(), shippable.tokenizer, staging / name, quant, name=source.resolve().name)
     echo(f"written {name}; loading it back with transformers (gguf_file=) to check ...")
-    reloaded = AutoModelForCausalLM.from_pretrained(staging, gguf_file=name, dtype=torch.float32).eval()
+    reloaded = _read_gguf(staging / name, merged.config)
     result = {"format": "gguf", "quant": quant, "file": name}
     result.update(check.compare(reloaded, ref, shippable.tokenizer))
     result["size_bytes"] = (staging / name).stat().st_size
     return result
+
+
+def _check_adapter(shippable: Shippable, argument: str) -> None:
+    from lmtune.shipping.gguf.lora import check_lora_supported
+
+    if not shippable.is_adapter:
+        raise ExportError(f"--adapter-only: {argument} holds a whole model (method {shippable.method}), no adapter")
+    check_lora_supported(shippable.model)
+
+
+def _write_gguf_adapter(
+    shippable: Shippable, staging: Path, source: Path, quant: str, ref: check.Reference, echo: Any
+) -> dict[str, Any]:
+    """The LoRA as llama.cpp's adapter GGUF and the unmerged base as a GGUF; checked as llama.cpp applies them."""
+    from lmtune.shipping.gguf import write_gguf
+    from lmtune.shipping.gguf.lora import apply_lora_gguf, write_lora_gguf
+
+    run = source.resolve().name
+    adapter, base = f"{run}-lora-f32.gguf", f"{run}-base-{quant}.gguf"
+    lora = write_lora_gguf(shippable.model, staging / adapter, name=f"{run} (LoRA)")
+    plain = shippable.model.unload()  # the base model, its layers back as they were before the adapter
+    write_gguf(plain.float(), shippable.tokenizer, staging / base, quant, name=f"{run} base")
+    echo(f"written {base} and {adapter}; loading both back with transformers and gguf to check ...")
+    reloaded = _read_gguf(staging / base, plain.config)
+    apply_lora_gguf(reloaded, staging / adapter)
+    result = {"format": "gguf", "quant": quant, "file": base, "adapter_file": adapter, **lora}
+    result.update(check.compare(reloaded, ref, shippable.tokenizer))
+    result["size_bytes"] = (staging / base).stat().st_size
+    result["adapter_size_bytes"] = (staging / adapter).stat().st_size
+    return result
+
+
+def _read_gguf(path: Path, config: Any) -> Any:
+    """The GGUF file as transformers' own GGUF reader loads it (independent of lmtune's writer)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmtune.shipping.gguf import reader_config
+
+    return AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, config=reader_config(config), dtype=torch.float32
+    ).eval()
 
 
 def _base_dtype(base: str) -> Any:

@@ -26,13 +26,18 @@ class Modelfile:
         return {"template": self.template, "system": self.system, "notes": self.notes}
 
 
-def build_modelfile(gguf_name: str, tokenizer: Any, run: dict[str, Any], stop_ids: list[int]) -> Modelfile:
+def build_modelfile(
+    gguf_name: str, tokenizer: Any, run: dict[str, Any], stop_ids: list[int], adapter: str | None = None
+) -> Modelfile:
     """The Modelfile for ``gguf_name``: TEMPLATE, SYSTEM and stops from the run's tokenizer and config.
 
     ``tokenizer`` carries the template the GGUF file holds (with the run's system prompt as its
-    default, see ``merge.bake_system_prompt``); ``stop_ids`` are the end-of-turn tokens.
+    default, see ``merge.bake_system_prompt``); ``stop_ids`` are the end-of-turn tokens; ``adapter``
+    a LoRA adapter GGUF that Ollama applies on top of ``gguf_name``.
     """
     lines = ["# Written by lmtune export: ollama create NAME -f Modelfile && ollama run NAME", f"FROM ./{gguf_name}"]
+    if adapter:
+        lines.append(f"ADAPTER ./{adapter}")
     notes: list[str] = []
     system_prompt = (run.get("data") or {}).get("system_prompt") or None
     system_line = _system_line(system_prompt, notes)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ExportError
+from lmtune.shipping.gguf.types import GGUF_QUANTS
 
 HF_QUANTS = ("int8",)
 
@@ -19,7 +20,7 @@ def check_hf_quant(quant: str | None) -> None:
     if quant is not None and quant not in HF_QUANTS:
         raise ExportError(
             f"--quant {quant}: not a quantisation of --format hf (choose {', '.join(HF_QUANTS)}; "
-            "GGUF types f32, f16, bf16, q8_0, q4_0 go with --format gguf)"
+            f"GGUF types {', '.join(GGUF_QUANTS)} go with --format gguf)"
         )
     if quant is not None:
         try:

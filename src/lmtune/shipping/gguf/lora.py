@@ -91,3 +91,29 @@ def _pairs(peft_model: Any) -> list[tuple[str, gguf.MODEL_TENSOR, int | None, An
     if not out:
         raise ExportError("--adapter-only: the adapter has no LoRA matrices")
     return out
+
+
+def apply_lora_gguf(model: Any, path: Path) -> int:
+    """Add the updates of a llama.cpp adapter GGUF to ``model`` (a plain transformers model of its base), as
+    llama.cpp would apply them; returns how many matrices changed. Read with the ``gguf`` package's own reader,
+    so that an export checks the file it wrote rather than what it meant to write."""
+    import torch
+
+    config = model.config
+    family = family_for(config)
+    reader = gguf.GGUFReader(path)
+    alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].contents())
+    pairs = {t.name: np.asarray(t.data, dtype=np.float32).reshape(tuple(reversed(t.shape.tolist())))
+             for t in reader.tensors}  # fmt: skip
+    names = gguf.get_tensor_name_map(family.arch, config.num_hidden_layers)
+    changed = 0
+    for hf_name, weight in model.named_parameters():
+        found = names.get_type_and_name(hf_name, try_suffixes=(".weight",))
+        if found is None or f"{found[1]}.lora_a" not in pairs:
+            continue
+        a, b = pairs[f"{found[1]}.lora_a"], pairs[f"{found[1]}.lora_b"]
+        delta = family.untransform(b @ a * (alpha / a.shape[0]), found[0], config)
+        with torch.no_grad():
+            weight.add_(torch.from_numpy(np.ascontiguousarray(delta)).to(weight.dtype))
+        changed += 1
+    return changed

@@ -134,6 +134,10 @@ class Family:
         """transformers' values -> llama.cpp's (the default: unchanged)."""
         return values
 
+    def untransform(self, values: np.ndarray, kind: gguf.MODEL_TENSOR, config: Any) -> np.ndarray:
+        """llama.cpp's layout of a matrix (or an update to one) -> transformers'; the inverse of ``transform``."""
+        return values
+
     def extra_tensors(self, config: Any) -> Iterator[Tensor]:
         """Tensors llama.cpp needs that transformers computes instead (RoPE frequency factors)."""
         return iter(())

@@ -40,10 +40,17 @@ class Llama(Family):
         return LlamaConfig(**settings)
 
     def transform(self, values: np.ndarray, kind: gguf.MODEL_TENSOR, name: str, config: Any) -> np.ndarray:
-        n_head = config.num_attention_heads
-        n_kv = getattr(config, "num_key_value_heads", None) or n_head
-        heads = {T.ATTN_Q: n_head, T.ATTN_K: n_kv}.get(kind)
+        heads = self._heads(kind, config)
         return values if heads is None else interleave_rotary_halves(values, heads)
+
+    @staticmethod
+    def _heads(kind: gguf.MODEL_TENSOR, config: Any) -> int | None:
+        n_head = config.num_attention_heads
+        return {T.ATTN_Q: n_head, T.ATTN_K: getattr(config, "num_key_value_heads", None) or n_head}.get(kind)
+
+    def untransform(self, values: np.ndarray, kind: gguf.MODEL_TENSOR, config: Any) -> np.ndarray:
+        heads = self._heads(kind, config)
+        return values if heads is None else pair_rotary_halves(values, heads)
 
     def extra_tensors(self, config: Any) -> Iterator[Tensor]:
         if rope_parameters(config)["rope_type"] != "llama3":
@@ -56,6 +63,12 @@ def interleave_rotary_halves(values: np.ndarray, n_head: int) -> np.ndarray:
     """Each head's rows (x0..x(d/2-1), y0..y(d/2-1)) -> (x0, y0, x1, y1, ...): half-split RoPE to pairwise RoPE."""
     rows = values.shape[0]
     return values.reshape(n_head, 2, rows // n_head // 2, *values.shape[1:]).swapaxes(1, 2).reshape(values.shape)
+
+
+def pair_rotary_halves(values: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of :func:`interleave_rotary_halves`."""
+    rows = values.shape[0]
+    return values.reshape(n_head, rows // n_head // 2, 2, *values.shape[1:]).swapaxes(1, 2).reshape(values.shape)
 
 
 def llama3_frequency_factors(config: Any) -> np.ndarray:
