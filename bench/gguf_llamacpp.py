@@ -124,7 +124,26 @@ def demo(run: Path, work: Path) -> dict[str, Any]:
             "export_check": {k: record.get(k) for k in ("greedy_match", "max_abs_logit_diff", "check")},
         }  # fmt: skip
         print(quant, json.dumps({k: v for k, v in result["exports"][quant].items() if k != "answers"}), flush=True)
+    result["exports"]["q8_0 + LoRA adapter"] = adapter_demo(run, work, system, prompts, hf, result["exports"]["q8_0"])
     return result
+
+
+def adapter_demo(run: Path, work: Path, system: str | None, prompts: list[str], hf: list, merged: dict) -> dict:
+    """``--adapter-only``: the base at q8_0 with the adapter GGUF on top, against the merged q8_0 file."""
+    from lmtune.shipping.export import export
+
+    record = export(run, work / "lora", "gguf", "q8_0", overwrite=True, echo=lambda *_: None, accept_degraded=True,
+                    adapter_only=True)  # fmt: skip
+    turns = [{"system": system, "user": p, "max_tokens": DEMO_NEW_TOKENS} for p in prompts]
+    answers = llamacpp.ask(work / "lora" / record["file"], lora=[work / "lora" / record["adapter_file"]],
+                           context=1024, chat=turns)["chat"]  # fmt: skip
+    return {
+        "bytes": (work / "lora" / record["file"]).stat().st_size + record["adapter_size_bytes"],
+        "stopped": sum(a["stopped"] for a in answers),
+        "same_as_hf": sum(a["text"].strip() == h["text"] for a, h in zip(answers, hf, strict=True)),
+        "same_as_merged": sum(a["text"] == m["text"] for a, m in zip(answers, merged["answers"], strict=True)),
+        "answers": answers, "export_check": record["check"],
+    }  # fmt: skip
 
 
 def hf_answers(folder: Path, prompts: list[str]) -> list[dict[str, Any]]:
@@ -159,8 +178,9 @@ def demo_table(result: dict[str, Any]) -> str:
     ]
     for quant, r in result["exports"].items():
         ratio = f"{r['bytes'] / q8:.0%}" if q8 else "-"
+        merged = f" ({r['same_as_merged']}/{len(hf)} as the merged q8_0)" if "same_as_merged" in r else ""
         lines.append(f"| GGUF {quant} (llama.cpp chat) | {r['bytes'] / 1e6:.1f} | {ratio} | {r['stopped']}/{len(hf)} | "
-                     f"{r['same_as_hf']}/{len(hf)} |")  # fmt: skip
+                     f"{r['same_as_hf']}/{len(hf)}{merged} |")  # fmt: skip
     return "\n".join(lines)
 
 
