@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from helpers import EMBEDDED, EVAL_ROWS, TRAIN_ROWS, write_jsonl
 
+BPE_TEXTS = ["Hello world!", "The answer is 2024, not 42.", "  spaces\tand\nnewlines  ", "naïve café 😀 <|im_end|>"]
+
 # Before anything imports huggingface_hub / transformers / datasets (they read these at import
 # time). Set, not defaulted: an HF_HUB_OFFLINE=0 in the caller's shell must not let tests go online.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -164,6 +166,34 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> 
     raw["eval"].update({"base": False, "reference": None})
     finetune(validate_config(raw), echo=lambda *_: None)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer() -> Any:
+    """A ~300-token byte-level BPE with ChatML markers (GPT-2's split: llama.cpp's 'gpt-2'). Do not mutate."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(
+        [*BPE_TEXTS, "What is 12 plus 30? 12 plus 30 is 42.", "user assistant system"] * 10, trainer
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    return tokenizer
 
 
 # --------------------------------------------------------------------------- data files

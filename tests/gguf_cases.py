@@ -194,3 +194,28 @@ def tiny_model(case: Case, tokenizer: Any, seed: int = 0, hidden: int = 64, inte
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model.eval()
+
+
+def small_llama(
+    tokenizer: Any, tie: bool, extra_rows: int = 0, seed: int = 0, model_type: str = "llama", **overrides: Any
+) -> Any:
+    """A tiny random Llama (or Mistral) on the small tokenizer; ffn_down's rows (80) are not whole 32-value blocks."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = dict(
+        vocab_size=len(tokenizer) + extra_rows,
+        hidden_size=64,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_theta=50000.0,
+        tie_word_embeddings=tie,
+    )
+    if model_type == "mistral":
+        settings["sliding_window"] = None  # MistralConfig's default (4096) is a window llama.cpp cannot apply
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, **{**settings, **overrides})
+    return AutoModelForCausalLM.from_config(config).eval()

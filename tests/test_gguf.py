@@ -8,17 +8,15 @@ only the f32 round trip uses the real tokenizer; the quantisation and tied-embed
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from gguf_cases import CASES, tiny_model, tokenizer_for
+from gguf_cases import CASES, small_llama, tiny_model, tokenizer_for
 from gguf_cases import TEXTS as FAMILY_TEXTS
 
-from lmtune.errors import ExportError
-from lmtune.shipping.gguf import GGUF_QUANTS, SUPPORTED_ARCHITECTURES, check_gguf_supported, reader_config, write_gguf
+from lmtune.shipping.gguf import reader_config, write_gguf
 from lmtune.shipping.gguf.families import FAMILIES
 
 TEXTS = ["Hello world!", "The answer is 2024, not 42.", "  spaces\tand\nnewlines  ", "naïve café 😀 <|im_end|>"]
@@ -83,56 +81,7 @@ def max_delta(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
-def small_llama(
-    tokenizer: Any, tie: bool, extra_rows: int = 0, seed: int = 0, model_type: str = "llama", **overrides: Any
-) -> Any:
-    """A tiny random Llama (or Mistral) on the small tokenizer; ffn_down's rows (80) are not whole 32-value blocks."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    settings = dict(
-        vocab_size=len(tokenizer) + extra_rows,
-        hidden_size=64,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rope_theta=50000.0,
-        tie_word_embeddings=tie,
-    )
-    if model_type == "mistral":
-        settings["sliding_window"] = None  # MistralConfig's default (4096) is a window llama.cpp cannot apply
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(model_type, **{**settings, **overrides})
-    return AutoModelForCausalLM.from_config(config).eval()
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def bpe_tokenizer() -> Any:
-    """A ~300-token byte-level BPE with ChatML markers, trained here (GPT-2's split: llama.cpp's 'gpt-2')."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(
-        [*TEXTS, "What is 12 plus 30? 12 plus 30 is 42.", "user assistant system"] * 10, trainer
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>"
-    )
-    tokenizer.chat_template = CHATML
-    return tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -335,86 +284,6 @@ def test_k_quant_mixes_give_each_tensor_llama_quantize_s_type_and_read_back(
     assert mean_delta / scale <= K_BOUNDS[quant]
 
 
-# --------------------------------------------------------------------------- refusals
-
-
-def test_unknown_quant_is_refused_and_nothing_written(bpe_tokenizer: Any, tmp_path: Path) -> None:
-    with pytest.raises(ExportError) as err:
-        write_gguf(small_llama(bpe_tokenizer, tie=True), bpe_tokenizer, tmp_path / "out" / "m.gguf", quant="q3_k_s")
-    assert all(q in str(err.value) for q in GGUF_QUANTS) and "\n" not in str(err.value)
-    assert not (tmp_path / "out").exists()
-
-
-def test_unsupported_architecture_is_refused(tiny_gpt2_dir: Path, plain_tokenizer: Any, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
-    with pytest.raises(ExportError) as err:
-        write_gguf(model, plain_tokenizer, tmp_path / "m.gguf")
-    assert all(arch in str(err.value) for arch in SUPPORTED_ARCHITECTURES) and "gpt2" in str(err.value)
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("overrides", "words"),
-    [
-        ({"attention_bias": True}, "biases"),
-        ({"mlp_bias": True}, "biases"),
-        ({"hidden_act": "gelu"}, "gelu"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "yarn"),
-        ({"vocab_size": 100}, "embedding rows"),
-    ],
-)
-def test_layouts_llama_cpp_cannot_hold_are_refused(bpe_tokenizer: Any, overrides: dict, words: str) -> None:
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(**{"vocab_size": len(bpe_tokenizer), "hidden_size": 64, "num_attention_heads": 4, **overrides})
-    with pytest.raises(ExportError, match=words):
-        check_gguf_supported(config, bpe_tokenizer, "f32")
-
-
-def test_sliding_window_mistral_is_refused_and_plain_mistral_is_not(bpe_tokenizer: Any) -> None:
-    from transformers import MistralConfig
-
-    size = {"vocab_size": len(bpe_tokenizer), "max_position_embeddings": 4096}
-    with pytest.raises(ExportError, match="sliding-window"):
-        check_gguf_supported(MistralConfig(sliding_window=1024, **size), bpe_tokenizer, "q8_0")
-    check_gguf_supported(MistralConfig(sliding_window=None, **size), bpe_tokenizer, "q8_0")
-
-
-def test_non_byte_level_tokenizer_is_refused() -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
-    with pytest.raises(ExportError, match="byte-level BPE"):
-        check_gguf_supported(LlamaConfig(vocab_size=8), tokenizer, "f32")
-
-
-def test_failed_write_leaves_the_old_file_and_no_temp_file(
-    bpe_tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import lmtune.shipping.gguf as module
-
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"previous export")
-    real, calls = module.encode, []
-
-    def failing(*args: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 3:
-            raise OSError("disk full")
-        return real(*args)
-
-    monkeypatch.setattr(module, "encode", failing)
-    with pytest.raises(OSError, match="disk full"):
-        write_gguf(small_llama(bpe_tokenizer, tie=True), bpe_tokenizer, path)
-    assert path.read_bytes() == b"previous export"
-    assert sorted(os.listdir(tmp_path)) == ["m.gguf"]
-
-
 # --------------------------------------------------------------------------- the real model
 
 
@@ -444,24 +313,3 @@ def test_smollm2_f32_round_trip(embedded_dir: Path, tokenizer: Any, tmp_path: Pa
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "chat_template"):
         assert getattr(loaded, attr) == getattr(tokenizer, attr), attr
     assert loaded.encode(prompt) == seqs[0]
-
-
-@pytest.mark.parametrize(
-    ("settings", "words"),
-    [
-        ({"use_dora": True}, "DoRA"),
-        ({"modules_to_save": ["lm_head"]}, "whole modules"),
-        ({"target_modules": ["q_proj", "lm_head"]}, "lm_head"),
-    ],
-)
-def test_adapters_llama_cpp_cannot_apply_are_refused(bpe_tokenizer: Any, settings: dict, words: str) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    from lmtune.shipping.gguf.lora import check_lora_supported
-
-    model = get_peft_model(
-        small_llama(bpe_tokenizer, tie=False), LoraConfig(**{"target_modules": ["q_proj"], **settings})
-    )
-    with pytest.raises(ExportError, match=words) as err:
-        check_lora_supported(model)
-    assert "\n" not in str(err.value)
