@@ -146,7 +146,7 @@ def _byte_level(tokenizer: Any, spec: dict[str, Any], vocab_size: int) -> Vocabu
 
 def pre_tokenizer_name(tokenizer: Any, spec: dict[str, Any]) -> str:
     """llama.cpp's name for the tokenizer's split: by the published hash, else by the pre-tokenizer's structure."""
-    digest = sha256(str(tokenizer.encode(CHECK_TEXT, add_special_tokens=False)).encode()).hexdigest()
+    digest = sha256(str(tokenizer.encode(CHECK_TEXT)).encode()).hexdigest()  # as the converter hashes it
     if digest in KNOWN_HASHES:
         return KNOWN_HASHES[digest]
     pre = spec.get("pre_tokenizer") or {}
