@@ -49,12 +49,15 @@ EVAL_ROWS = [
 
 
 def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method: str = "lora") -> dict[str, Any]:
-    """A run config (as raw YAML data) sized so a run on a tiny model takes a few seconds."""
+    """A run config (as raw YAML data) sized so a run on a tiny model takes a few seconds.
+
+    The ``lora`` section is there for the LoRA family only: a section the method does not read is an error."""
+    lora = {"lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
     return {
         "seed": 0,
         "model": {"name": str(model_dir), "dtype": "float32"},  # exact comparisons; auto is tested on its own
         "method": method,
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        **(lora if method in ("lora", "dora", "qlora") else {}),
         "data": {"train": str(train), "eval": str(held_out), "max_length": 96},
         "training": {
             "output_dir": str(out),

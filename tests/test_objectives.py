@@ -13,7 +13,6 @@ from helpers import tiny_run_raw, write_jsonl
 
 from lmtune.config import validate_config
 from lmtune.errors import ConfigError, DataError
-from lmtune.objectives import run as objective_run
 from lmtune.pipeline import finetune
 
 PAIRS = [
@@ -36,24 +35,27 @@ def objective_raw(tmp_path: Path, model_dir: Path, objective: str, train: list, 
     raw = tiny_run_raw(model_dir, write_jsonl(tmp_path / "train.jsonl", train),
                        write_jsonl(tmp_path / "eval.jsonl", held), tmp_path / "run")  # fmt: skip
     raw["objective"] = objective
-    raw["eval"] = {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4, "reference": None, "metrics": ["bleu"]}
+    raw["eval"] = {"batch_size": 4} if objective == "reward" else \
+        {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4, "reference": None, "metrics": ["bleu"]}  # fmt: skip
     raw["training"]["report_to"] = "none"
-    if objective == "grpo":
+    if objective == "grpo":  # its held-out measures are the reward functions' means
+        del raw["eval"]["metrics"], raw["eval"]["max_new_tokens"]
         raw["grpo"] = {"reward_functions": ["number_match", "format"], "num_generations": 2,
                        "max_completion_length": 8}  # fmt: skip
     return raw
 
 
 def run_capturing_model(monkeypatch, raw: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The run's metrics and the model it trained, as the trainer held it at the end."""
+    from transformers import TrainerCallback
+
     captured = {}
-    real = objective_run.attach_method
 
-    def spy(model: Any, cfg: Any, base: str) -> Any:
-        captured["model"] = real(model, cfg, base)
-        return captured["model"]
+    class Capture(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            captured["model"] = model
 
-    monkeypatch.setattr(objective_run, "attach_method", spy)
-    metrics = finetune(validate_config(raw), echo=lambda *_: None)
+    metrics = finetune(validate_config(raw), echo=lambda *_: None, callbacks=[Capture()])
     return metrics, captured["model"].eval()
 
 
@@ -191,7 +193,8 @@ def test_a_reward_model_trained_here_judges_another_run(tmp_path: Path) -> None:
     training = {"max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-4, "logging_steps": 1,
                 "save_strategy": "no", "report_to": "none"}  # fmt: skip
     judge = tmp_path / "judge"
-    finetune(validate_config({**common, "objective": "reward",
+    # a reward model's measure is held-out pair accuracy: the generation settings are the policy run's only
+    finetune(validate_config({**common, "objective": "reward", "eval": {"reference": None},
                               "training": {**training, "output_dir": str(judge)}}), echo=lambda *_: None)  # fmt: skip
     assert (judge / "model.safetensors").is_file() and not (judge / "adapter_config.json").exists()
     eval_section = {**common["eval"], "reward_model": str(judge)}

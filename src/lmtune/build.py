@@ -12,11 +12,14 @@ from lmtune.speed.dropout import use_fast_dropout
 from lmtune.speed.norm import use_fused_norm
 
 
-def load_for_training(cfg: RunConfig) -> tuple[Any, Any, str, str]:
-    """(model, tokenizer, base, dtype): the base model in the dtype and attention kernel this run trains with."""
+def load_for_training(cfg: RunConfig, head: str = "causal") -> tuple[Any, Any, str, str]:
+    """(model, tokenizer, base, dtype): the base model in the dtype and attention kernel this run trains with.
+
+    ``head``: ``causal``, or ``score`` for a reward model (the base's body with a new one-score head)."""
     dtype = training_dtype(cfg.model.dtype, trains_base_weights=cfg.method in TRAINS_BASE_WEIGHTS)
     model_cfg = cfg.model.model_copy(update={"dtype": dtype})  # auto attention is chosen once the rows are known
-    model, tokenizer, base = load_model(model_cfg, load_in_4bit=cfg.method in NEEDS_CUDA)
+    extra = {"num_labels": 1} if head == "score" else {}
+    model, tokenizer, base = load_model(model_cfg, load_in_4bit=cfg.method in NEEDS_CUDA, head=head, **extra)
     return model, tokenizer, base, dtype
 
 

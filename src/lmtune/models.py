@@ -153,23 +153,33 @@ def load_tokenizer(source: Path | str, cfg: ModelConfig | None = None, argument:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig, load_in_4bit: bool = False, argument: str = "model.name") -> tuple[Any, Any, str]:
+def load_model(
+    cfg: ModelConfig, load_in_4bit: bool = False, argument: str = "model.name", head: str = "causal", **extra: Any
+) -> tuple[Any, Any, str]:
     """(model, tokenizer, base) where ``base`` is the folder or hub id of the base weights.
 
     ``load_in_4bit`` quantises the base to NF4 with bitsandbytes (QLoRA; CUDA only).  ``argument``
     is what error messages call ``cfg.name``: ``model.name`` in training, ``RUN`` or ``MODEL`` in a command.
+    ``head``: ``causal`` for a language model, ``score`` for a sequence classifier (a reward model; a new
+    one-score head on a causal model's body with ``num_labels=1`` in ``extra``).
     """
     source = resolve(cfg.name, argument)
     if isinstance(source, Path) and (source / "adapter_config.json").is_file():
+        if head != "causal":
+            raise ModelError(f"{named(argument, source)}: an adapter run folder; a sequence classifier needs a "
+                             "plain model folder (lmtune saves reward models merged)")  # fmt: skip
         return load_run(source, cfg, argument)
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     tokenizer = load_tokenizer(source, cfg, argument)
-    extra = {"quantization_config": _nf4_config(), "device_map": {"": 0}} if load_in_4bit else {}
+    if load_in_4bit:
+        extra.update(quantization_config=_nf4_config(), device_map={"": 0})
     if cfg.attn_implementation != "auto":
         extra["attn_implementation"] = cfg.attn_implementation
-    model = _from_pretrained(AutoModelForCausalLM, source, cfg, argument, dtype=_dtype(cfg.dtype), **extra)
-    contiguous_head_input(model)
+    cls = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
+    model = _from_pretrained(cls, source, cfg, argument, dtype=_dtype(cfg.dtype), **extra)
+    if head == "causal":
+        contiguous_head_input(model)
     _sync_pad(model, tokenizer)
     return model, tokenizer, str(source)
 

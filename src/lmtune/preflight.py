@@ -16,6 +16,8 @@ from lmtune.data.prepare import TaskData, load_task_data
 from lmtune.errors import ConfigError, DataError
 from lmtune.launch import ranks
 from lmtune.methods import NEEDS_CUDA
+from lmtune.objectives import check_keys
+from lmtune.objectives.rewards import import_function
 from lmtune.provenance import run_record
 from lmtune.run_folder import resume_point
 
@@ -37,7 +39,10 @@ def preflight(
 ) -> Preflight:
     """Config, data, model name and run folder checked, for a run in ``world_size`` processes (default: this
     process's run); nothing loaded or written."""
+    check_keys(cfg)
     check_device(cfg)
+    for ref in cfg.eval.checks:  # a typo fails now, not after training
+        import_function(ref, "eval.checks")
     check_reference("eval.reference", cfg.eval.reference)
     check_reference("continual.reference", cfg.continual.reference)
     data = load_task_data(cfg.data, cfg.seed)  # bad data fails before the slow model load
@@ -79,9 +84,7 @@ def refuse_distributed(what: str, launching: bool = False) -> None:
 
 
 def refuse_distributed_config(cfg: RunConfig) -> None:
-    """What does not run under several processes yet: preference objectives, staged and private runs."""
-    if cfg.objective != "sft":
-        refuse_distributed(f"objective: {cfg.objective}", launching=True)
+    """What does not run under several processes yet: staged and private runs."""
     if cfg.privacy is not None:  # Opacus's DPDDP and distributed Poisson sampler are not wired in
         refuse_distributed("privacy", launching=True)
     if cfg.stages:

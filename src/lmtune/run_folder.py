@@ -8,17 +8,20 @@ the same config, data and model (it resumes), or the user passed ``--overwrite``
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from lmtune.checkpoints import checkpoint_folders, checkpoint_step, drop_unfinished_writes, latest_checkpoint
 from lmtune.errors import ConfigError
-from lmtune.files import atomic_write_text
+from lmtune.files import TMP_PREFIX, atomic_write_json, atomic_write_text, fsync_folder, fsync_tree
+from lmtune.launch import ranks
 from lmtune.provenance import RECORD, what_changed
-from lmtune.train import TRAIN_LOG
 
 DATA_REPORT = "data_report.json"
+TRAIN_LOG = "train_log.jsonl"
 # Everything lmtune and Trainer/PEFT write into a run folder; --overwrite removes only these.
 RUN_FILES = (
     DATA_REPORT, RECORD, "test.jsonl", "config.yaml", "metrics.json", TRAIN_LOG,
@@ -118,3 +121,43 @@ def continue_run_folder(out: Path, step: int) -> None:
 
 
 __all__ = ["checkpoint_step", "continue_run_folder", "prepare_run_folder", "resume_point"]
+
+
+def write_data_report(path: Path, report: dict[str, Any]) -> None:
+    atomic_write_json(path, {"lmtune_data_report": 1, **report})
+
+
+def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:
+    """The adapter (PEFT) or full model, as safetensors, and the tokenizer, into ``out``."""
+
+    def write(staging: Path) -> None:
+        trainer.save_model(str(staging))
+        if not ranks.is_main():
+            return
+        tokenizer.save_pretrained(staging)
+        # Trainer pickles its arguments next to the weights; config.yaml already holds them, and a run
+        # folder that others load should hold no pickle files
+        (staging / "training_args.bin").unlink(missing_ok=True)
+
+    save_into(out, write)
+
+
+def save_into(out: Path, write: Any) -> None:
+    """``write(folder)`` into a temporary folder inside ``out``, flushed, then renamed in file by file,
+    so a kill mid-save never leaves a half-written weights file.
+
+    Under several processes every rank calls ``write`` on rank 0's folder (a sharded model is gathered
+    by all of them; Trainer writes from rank 0) and rank 0 alone moves the files in.
+    """
+    staging = Path(ranks.broadcast(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out) if ranks.is_main() else None))
+    try:
+        write(staging)
+        ranks.barrier()
+        if ranks.is_main():
+            fsync_tree(staging)
+            for path in staging.iterdir():
+                os.replace(path, out / path.name)
+            fsync_folder(out)
+    finally:
+        if ranks.is_main():
+            shutil.rmtree(staging, ignore_errors=True)

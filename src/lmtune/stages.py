@@ -8,7 +8,6 @@ from typing import Any
 from lmtune.config import RunConfig, dump_config
 from lmtune.errors import ConfigError
 from lmtune.files import atomic_write_json, atomic_write_text
-from lmtune.models import load_model
 from lmtune.pipeline import finetune
 from lmtune.report import text_table, write_reports
 from lmtune.run_folder import prepare_run_folder
@@ -46,20 +45,19 @@ def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> di
 
 
 def merge_run(folder: Path) -> Path:
-    """The run's weights as one plain Hugging Face model folder (adapters merged in)."""
+    """The run's weights as one plain Hugging Face model folder (adapters merged in, as export merges them)."""
     if not (folder / "adapter_config.json").is_file():
         return folder  # full / freeze runs already are plain models
-    from lmtune.config import ModelConfig
+    from lmtune.errors import ExportError
+    from lmtune.shipping.merge import load_shippable, merge
 
-    model, tokenizer, _ = load_model(ModelConfig(name=str(folder)))
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else None
-    if merged is None:  # prompt-learning adapters have nothing to merge: keep training on top of them
-        raise ConfigError(
-            f"{folder}: a prompt-learning adapter cannot be merged; stages need full or LoRA-family methods"
-        )
+    try:
+        shippable = load_shippable(folder, argument="stage")
+    except ExportError as e:  # prompt-learning adapters have nothing to merge
+        raise ConfigError(f"{e}; stages need full or LoRA-family methods") from None
     target = folder / "merged"
-    merged.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    merge(shippable).save_pretrained(target)
+    shippable.tokenizer.save_pretrained(target)
     return target
 
 

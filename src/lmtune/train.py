@@ -1,8 +1,8 @@
-"""Training with Hugging Face ``Trainer``: the config's arguments, our collator, a JSONL log."""
+"""Training on a Hugging Face ``Trainer`` (lmtune's supervised one or TRL's): the config's arguments, the guards,
+the checkpoint commit and the facts a run records."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -12,25 +12,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lmtune.checkpoints import commit_checkpoint, latest_checkpoint, rotate_checkpoints
+from lmtune.callbacks import Guard, JsonlLog, latest_name
+from lmtune.checkpoints import commit_checkpoint, rotate_checkpoints
 from lmtune.config import RunConfig, training_argument_names
-from lmtune.data.collate import PackCollator, PadCollator, packed_matches_alone
-from lmtune.guards import (
-    Interrupted,
-    ctrl_c_requests_stop,
-    gradients_finite,
-    is_out_of_memory,
-    non_finite_stop,
-    out_of_memory,
-)
+from lmtune.data.collate import packed_matches_alone
+from lmtune.guards import Interrupted, ctrl_c_requests_stop, is_out_of_memory, non_finite_stop, out_of_memory
 from lmtune.launch import ranks
-from lmtune.loss import causal_lm_loss, fusable_head, loss_parts, matches_model_loss
+from lmtune.loss import causal_lm_loss, loss_parts, matches_model_loss
+from lmtune.run_folder import TRAIN_LOG
 from lmtune.speed.allocator import trim_callback
 from lmtune.speed.casts import adapter_input_casts
 
 logger = logging.getLogger(__name__)
 
-TRAIN_LOG = "train_log.jsonl"
+AUTO_GLOBAL_BATCH = 8
+"""``per_device_train_batch_size: auto`` keeps this many examples per optimizer step (times the accumulation)."""
 EARLY_STOPPING_KEYS = ("early_stopping_patience", "early_stopping_threshold")
 LMTUNE_KEYS = (*EARLY_STOPPING_KEYS, "packing", "chunked_loss", "fused_loss", "fused_norm", "fast_dropout", "plan",
                "trim_memory")  # fmt: skip
@@ -47,6 +43,8 @@ def training_arguments(cfg: RunConfig) -> Any:
 def training_argument_values(cfg: RunConfig) -> dict[str, Any]:
     """The keyword arguments of ``TrainingArguments`` (or of a TRL config built on it) for this run."""
     args = cfg.training.model_dump()
+    # Trainer would delete older checkpoints before lmtune commits the new one; lmtune rotates after committing
+    args["save_total_limit"] = None
     if args["bf16"] == "auto":
         args["bf16"] = mixed_precision_pays(cfg)
     for key in LMTUNE_KEYS:  # EarlyStoppingCallback's and lmtune's own settings, not TrainingArguments
@@ -119,113 +117,20 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
-def train(
-    model: Any,
-    tokenizer: Any,
-    train_rows: list[dict[str, list[int]]],
-    eval_rows: list[dict[str, list[int]]] | None,
-    cfg: RunConfig,
-    callbacks: list[Any] | None = None,
-    penalty: Any = None,
-    generation_score: Callable[[Any], dict[str, float]] | None = None,
-    resume_from: Path | None = None,
-) -> dict[str, Any]:
-    """Train in place; returns ``train_time_s``, the final loss, token counts and early-stopping facts.
+def guarded(trainer_class: type, keep_checkpoints: int | None) -> type:
+    """``trainer_class`` (lmtune's supervised Trainer or a TRL trainer) with lmtune's checkpoint commit and the
+    non-finite-loss stop.
 
-    ``generation_score(model)``, when given, runs every ``eval.generate_every`` evaluations
-    and its numbers go into the training log as ``gen_*`` keys.  ``resume_from`` is a
-    committed checkpoint: optimizer, scheduler, RNG states and the place in the data
-    continue from there.
-
-    Raises:
-        TrainingStopped: a non-finite loss or gradient, or out of memory.
-        Interrupted: Ctrl-C; a checkpoint of the last finished step was saved first.
+    Trainer deletes older checkpoints itself before lmtune would have committed the new one, so its own
+    rotation is off (``save_total_limit`` is None in the arguments) and lmtune rotates after committing.
     """
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
-    class JsonlLog(TrainerCallback):
-        """Every logged dict (loss, learning rate, grad norm, eval loss) as one JSON line."""
-
-        def __init__(self, path: Path):
-            self.path = path
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if state.is_world_process_zero and logs:
-                write_log_line(self.path, state, logs)
-
-    class GenerationDuringTraining(TrainerCallback):
-        """Generation metrics on a small held-out sample every N evaluations (``eval.generate_every``)."""
-
-        def __init__(self, path: Path, every: int):
-            self.path, self.every, self.evaluations = path, every, 0
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-            self.evaluations += 1
-            if self.evaluations % self.every or not state.is_world_process_zero:
-                return
-            with adapter_input_casts(model, enabled=True):  # generation runs outside autocast
-                scores = generation_score(model)  # generation puts the model back in training mode itself
-            write_log_line(self.path, state, {f"gen_{k}": v for k, v in scores.items()})
-
-    class Guard(TrainerCallback):
-        """Stops on a non-finite gradient; turns a Ctrl-C into "save a checkpoint, then stop"."""
-
-        def __init__(self, stop_requested: Any):
-            self.stop_requested = stop_requested
-
-        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            # fp16's loss scaler expects overflowing gradients now and then: it skips those steps itself
-            if not args.fp16 and not gradients_finite(model):
-                raise non_finite_stop(state.global_step + 1, "gradient", args.learning_rate, _latest(args))
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            # a Ctrl-C seen by one rank stops every rank after the same step (they save one checkpoint together)
-            if ranks.any_rank(self.stop_requested.is_set()):
-                self.stop_requested.set()
-                control.should_save = True
-                control.should_training_stop = True
-
-    args = training_arguments(cfg)
-    # Trainer would delete older checkpoints before lmtune commits the new one; lmtune rotates after committing
-    keep_checkpoints, args.save_total_limit = args.save_total_limit, None
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    extra = []
-    t = cfg.training
-    if t.early_stopping_patience:
-        extra.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-    if generation_score and cfg.eval.generate_every:
-        extra.append(GenerationDuringTraining(out / TRAIN_LOG, cfg.eval.generate_every))
-    trims = trim_callback() if t.trim_memory else None
-    extra += [trims] if trims else []
-
-    packing = t.packing and use_packing(model)
-    lm_loss = chunked_loss(model, args, fused=t.fused_loss) if t.chunked_loss else None
-
-    class RegularizedTrainer(Trainer):
-        """Trainer with lmtune's loss (labelled positions only, in chunks) plus a penalty term (EWC)."""
-
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
-            # evaluate() only asks for the loss (no compute_metrics); anyone wanting logits gets the model's path
-            if lm_loss is not None and model is self.model and (not return_outputs or self.compute_metrics is None):
-                # as Trainer does: num_items_in_batch only reaches a model that takes loss kwargs, and then
-                # Trainer takes the loss as already normalised over the accumulated batch
-                items = kwargs.get("num_items_in_batch") if self.model_accepts_loss_kwargs else None
-                with self.accelerator.autocast():  # mixed precision sits on model.forward, which is bypassed
-                    loss = lm_loss(inputs, items)
-                out = (loss, {"loss": loss}) if return_outputs else loss
-            else:
-                out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
-            if penalty is None:
-                return out
-            if return_outputs:
-                return out[0] + penalty(), out[1]
-            return out + penalty()
-
+    class Guarded(trainer_class):
         def training_step(self, *args: Any, **kwargs: Any) -> Any:
             loss = super().training_step(*args, **kwargs)
             if not self.args.fp16 and not bool(loss.isfinite()):
-                raise non_finite_stop(self.state.global_step + 1, "loss", self.args.learning_rate, _latest(self.args))
+                raise non_finite_stop(self.state.global_step + 1, "loss", self.args.learning_rate,
+                                      latest_name(self.args))  # fmt: skip
             return loss
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -236,36 +141,46 @@ def train(
                 commit_checkpoint(run_dir / f"checkpoint-{self.state.global_step}", self.state.global_step)
                 rotate_checkpoints(run_dir, keep_checkpoints, self.state.best_model_checkpoint)
 
-    trainer_class, private = RegularizedTrainer, None
-    if cfg.privacy is not None:
-        from lmtune.privacy import private_training
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{trainer_class.__name__}"
+    return Guarded
 
-        private = private_training(model, cfg, len(train_rows), args)
-        trainer_class = private.trainer_class(RegularizedTrainer, PadCollator(tokenizer.pad_token_id))
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
-        # held-out batches are packed too: Trainer's eval_loss is the plain mean of the batch losses either way
-        data_collator=PackCollator(tokenizer.pad_token_id) if packing else PadCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=[JsonlLog(out / TRAIN_LOG), *extra, *(callbacks or [])],
-    )
+
+def shared_callbacks(cfg: RunConfig, language_model_loss: bool = True) -> list[Any]:
+    """The callbacks of every run: the JSONL log, early stopping (when asked for), the memory trims."""
+    from transformers import EarlyStoppingCallback
+
+    t = cfg.training
+    found = [JsonlLog(Path(t.output_dir) / TRAIN_LOG, perplexity=language_model_loss)]
+    if t.early_stopping_patience:
+        found.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
+    if t.trim_memory and (trims := trim_callback()):
+        found.append(trims)
+    return found
+
+
+def fit(trainer: Any, resume_from: Path | None = None, autocast_adapters: bool = False) -> dict[str, Any]:
+    """``trainer.train()`` under lmtune's guards; returns the facts of the run every objective records.
+
+    ``resume_from`` is a committed checkpoint: optimizer, scheduler, RNG states and the place in the data
+    continue from there.
+
+    Raises:
+        TrainingStopped: a non-finite loss or gradient, or out of memory.
+        Interrupted: Ctrl-C; a checkpoint of the last finished step was saved first.
+    """
+    out = Path(trainer.args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with ctrl_c_requests_stop() as stop_requested:
         trainer.add_callback(Guard(stop_requested))
         try:
             # under autocast the adapters take the bfloat16 input as it is (lmtune.speed.casts)
-            with adapter_input_casts(model, enabled=not args.bf16):
+            with adapter_input_casts(trainer.model, enabled=not autocast_adapters):
                 result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except Exception as e:
             if is_out_of_memory(e):
                 raise out_of_memory(trainer.state.global_step + 1, e) from e
             raise
-        finally:
-            if private:
-                private.hooks.remove_hooks()  # evaluation and saving see the plain model again
     elapsed = time.perf_counter() - start
     if stop_requested.is_set():
         step = trainer.state.global_step
@@ -273,29 +188,30 @@ def train(
             f"interrupted: checkpoint-{step} (step {step} of {trainer.state.max_steps}) saved in {out}; "
             "run the same command again to resume from it"
         )
-    tokens = sum(len(r["input_ids"]) for r in train_rows)
+    trims = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "trims")), None)
     return {
         "train_time_s": elapsed,
         "train_loss": result.training_loss,
         "steps": result.global_step,
         "epochs": trainer.state.epoch,
-        "train_tokens_per_epoch": tokens,
-        "packing": packing,
-        "chunked_loss": lm_loss is not None,
-        "fused_loss": lm_loss is not None and t.fused_loss and fusable_head(loss_parts(model)[1]),
-        "bf16": bool(args.bf16),
+        "bf16": bool(trainer.args.bf16),
         "memory_trims": trims.trims if trims else 0,
         "memory_trim_checks": trims.checks if trims else 0,
         "world_size": trainer.args.world_size,
         **early_stopping_facts(trainer),
-        **({"privacy": private.privacy.facts()} if private else {}),
-        "trainer": trainer,
     }
 
 
-def _latest(args: Any) -> str | None:
-    latest = latest_checkpoint(Path(args.output_dir))
-    return latest.name if latest else None
+def total_steps(n_train: int, cfg: RunConfig) -> int:
+    """Optimizer steps the run will take (as Trainer counts them, each process taking its share of a batch)."""
+    t = cfg.training
+    if t.max_steps > 0:
+        return t.max_steps
+    batch = t.per_device_train_batch_size
+    per_step = (AUTO_GLOBAL_BATCH if batch == "auto" else batch) * ranks.world_size()  # auto keeps this global batch
+    batches = math.ceil(n_train / per_step)
+    per_epoch = max(batches // t.gradient_accumulation_steps, 1)
+    return math.ceil(per_epoch * t.num_train_epochs)
 
 
 def use_packing(model: Any) -> bool:
@@ -343,12 +259,3 @@ def early_stopping_facts(trainer: Any) -> dict[str, Any]:
         "best_eval_loss": state.best_metric,
         "stopped_early": state.global_step < state.max_steps,
     }
-
-
-def write_log_line(path: Path, state: Any, logs: dict[str, Any]) -> None:
-    """One JSON line of the training log; evaluation lines also get ``eval_perplexity``."""
-    line = {"step": state.global_step, "epoch": state.epoch, **logs}
-    if "eval_loss" in logs:
-        line["eval_perplexity"] = math.exp(min(logs["eval_loss"], 700))  # exp overflows past ~709
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")

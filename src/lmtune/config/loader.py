@@ -95,6 +95,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML (every default filled in)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def dump_config(cfg: RunConfig, exclude: dict[str, Any] | None = None) -> str:
+    """The resolved config as YAML (every default filled in), less the keys in ``exclude`` (pydantic's form)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude=exclude), sort_keys=False, allow_unicode=True)

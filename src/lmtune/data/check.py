@@ -15,7 +15,7 @@ def check_data(data_cfg: Any, seed: int, model: str, output: Path, echo: Any = p
     from lmtune.data.encode import Encoder
     from lmtune.data.prepare import load_task_data, summary
     from lmtune.models import load_tokenizer, resolve
-    from lmtune.pipeline import write_data_report
+    from lmtune.run_folder import write_data_report
 
     refuse_foreign_file(output)
     data = load_task_data(data_cfg, seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lmtune.data.formats import Example, read_examples, to_example
 from lmtune.errors import ConfigError
@@ -105,3 +106,8 @@ def write_general_data(folder: str | Path) -> tuple[Path, Path]:
         rows = general_rows(name)
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return paths
+
+
+def reference_rows(encoder: Any, reference: str | None) -> list[dict[str, Any]]:
+    """The tokenised rows of ``eval.reference`` / ``continual.reference`` (none when it is unset)."""
+    return [encoder.encode(ex) for ex in reference_examples(reference)] if reference else []

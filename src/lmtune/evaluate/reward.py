@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmtune.errors import ModelError
-
 REWARD_SETTINGS = {
     "implementation": "transformers AutoModelForSequenceClassification",
     "input": "tokenizer(prompt, answer) as a text pair, truncated to the tokenizer's model_max_length",
@@ -28,23 +26,17 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
     uncached hub id offline fails at once with a message.  Never runs the repository's own
     code (``trust_remote_code`` stays off).
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from lmtune.config import ModelConfig
-    from lmtune.models import _from_pretrained, resolve
+    from lmtune.models import load_model
 
-    cfg = ModelConfig(trust_remote_code=False)
-    try:
-        source = resolve(name)
-        tokenizer = _from_pretrained(AutoTokenizer, source, cfg)
-        model = _from_pretrained(AutoModelForSequenceClassification, source, cfg)
-    except ModelError as e:  # its messages name model.name; here the reward model is meant
-        raise ModelError(str(e).replace("model.name", "eval.reward_model", 1)) from None
+    # the one door for weights (safetensors only, hub policy); never the repository's own code
+    model, tokenizer, source = load_model(ModelConfig(name=name, trust_remote_code=False, dtype="float32"),
+                                          argument="eval.reward_model", head="score")  # fmt: skip
     if tokenizer.pad_token is None:  # batches need padding; pad positions get attention mask 0
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:  # last-token heads (Llama, GPT-2) find the last real token by it
         model.config.pad_token_id = tokenizer.pad_token_id
-    model.lmtune_chat_layout = trained_on_conversations(source)
+    model.lmtune_chat_layout = trained_on_conversations(Path(source) if Path(source).is_dir() else source)
     return model.eval(), tokenizer
 
 

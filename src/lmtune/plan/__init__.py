@@ -20,9 +20,8 @@ from lmtune.loss import FUSED_CHUNK
 from lmtune.plan.memory import MB, available_bytes, parameter_bytes, rss_bytes
 from lmtune.plan.probe import StepFacts, probe_steps, run_positions
 from lmtune.speed.allocator import TRIM_GROWTH, release_free_memory
+from lmtune.train import AUTO_GLOBAL_BATCH, chunked_loss, total_steps, training_arguments, use_packing
 
-AUTO_GLOBAL_BATCH = 8
-"""``per_device_train_batch_size: auto`` keeps a global batch of 8 x gradient_accumulation_steps."""
 ACTIVATION_OVERHEAD = 2.0
 """Where the peak of a step cannot be read (no ``/proc/self/clear_refs``): resident memory per byte autograd
 keeps for backward, as backward allocates about as much again while the kept tensors are freed.
@@ -78,7 +77,6 @@ def make_plan(
 ) -> Plan:
     """Probe the model on the run's data and predict the peak memory and training time."""
     from lmtune.data.collate import PackCollator, PadCollator
-    from lmtune.train import chunked_loss, training_arguments, use_packing
 
     sizes = batch_sizes(cfg)
     auto = cfg.training.per_device_train_batch_size == "auto"
@@ -169,8 +167,6 @@ def _evaluation_bytes(model: Any, eval_rows: list, cfg: RunConfig) -> int:
 
 
 def _steps_and_tokens(train_rows: list, cfg: RunConfig) -> tuple[int, int]:
-    from lmtune.pipeline import total_steps
-
     steps = total_steps(len(train_rows), cfg)
     per_epoch = sum(len(r["input_ids"]) for r in train_rows) / ranks.world_size()  # this process's share
     t = cfg.training

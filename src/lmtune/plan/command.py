@@ -28,11 +28,12 @@ def plan_run(cfg: RunConfig, memory_budget: int | None = None, echo: Any = print
     from lmtune.build import apply_speed_levers, load_for_training
     from lmtune.data.cache import tokenize_cached
     from lmtune.data.encode import Encoder
+    from lmtune.data.general import reference_rows
     from lmtune.data.prepare import check_enough_examples, load_task_data
     from lmtune.methods import MethodContext, apply_method
     from lmtune.methods.continual import replay_rows
-    from lmtune.pipeline import reference_rows, total_steps
     from lmtune.preflight import check_data_fits, check_device
+    from lmtune.train import total_steps
 
     if cfg.objective != "sft":
         raise LmtuneError(f"lmtune plan: objective {cfg.objective} is not planned yet; only sft runs are")

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ExportError
+from lmtune.methods.merge import merged_model
 
 # PEFT methods whose adapter is extra input tokens or cached keys, not a weight update: nothing to merge.
 PROMPT_LEARNING = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT", "ADAPTION_PROMPT")
-TIED_TARGETS = ("lm_head", "embed_tokens", "wte", "embed_out")
 SENTINEL = "\u2063lmtune-answer\u2063"  # an answer text no template contains, to find what follows an answer
 
 
@@ -78,37 +78,9 @@ def load_shippable(source: Path, argument: str = "RUN") -> Shippable:
 
 def merge(shippable: Shippable) -> Any:
     """The plain model: the adapter's update added to the float32 base, checked for NaN/inf by PEFT."""
-    model = shippable.model
     if not shippable.is_adapter:
-        return model
-    _untie_if_adapted(model)
-    return model.merge_and_unload(safe_merge=True)
-
-
-def _untie_if_adapted(peft_model: Any) -> None:
-    """Give the output layer its own weights when an adapter changes the embeddings or the head.
-
-    With tied weights a merged update to one would silently change the other as well, so
-    the merged model would no longer equal the adapter model.
-    """
-    import torch
-
-    base = peft_model.get_base_model()
-    if not getattr(base.config, "tie_word_embeddings", False):
-        return
-    touched = set()
-    for cfg in peft_model.peft_config.values():
-        targets = cfg.target_modules or []
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        touched |= {t for t in [*targets, *(cfg.modules_to_save or [])] if t in TIED_TARGETS}
-    if not touched:
-        return
-    head = base.get_output_embeddings()
-    layer = getattr(head, "base_layer", head)
-    layer.weight = torch.nn.Parameter(layer.weight.detach().clone())
-    base.config.tie_word_embeddings = False
-    if hasattr(base.config, "get_text_config"):
-        base.config.get_text_config().tie_word_embeddings = False
+        return shippable.model
+    return merged_model(shippable.model)
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:

@@ -22,7 +22,7 @@ from lmtune.checkpoints import latest_checkpoint
 from lmtune.config import RunConfig, dump_config, read_yaml, validate_config
 from lmtune.errors import ConfigError
 from lmtune.files import atomic_write_json, atomic_write_text
-from lmtune.train import TRAIN_LOG
+from lmtune.run_folder import TRAIN_LOG
 
 UI_FOLDER = ".ui"
 RECENT_S = 120  # a CLI run with no metrics.json whose log changed this recently is taken as running
