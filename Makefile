@@ -61,6 +61,7 @@ test-fast: setup browser llamacpp golang
 lint: setup
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs data build src/*.egg-info tools/llamacpp/node_modules

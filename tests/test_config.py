@@ -211,6 +211,16 @@ def test_unknown_method_lists_the_choices(config_file):
     assert f"method: must be one of {', '.join(METHODS)} (did you mean 'lora'?)" in message
 
 
+def test_the_config_knows_every_method_by_name():
+    """The config checks names without importing lmtune.methods (a layer above it): the two lists agree."""
+    from lmtune.config.objectives import OBJECTIVE_METHODS
+    from lmtune.config.sections import METHOD_NAMES
+    from lmtune.methods import METHODS
+
+    assert tuple(METHODS) == METHOD_NAMES
+    assert {m for allowed in OBJECTIVE_METHODS.values() for m in allowed} <= set(METHOD_NAMES)
+
+
 def test_missing_data_train(config_file):
     message = config_error(config_file(VALID.replace("  train: data/train.jsonl\n", "")))
     assert "data.train: required key is missing" in message

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from helpers import tiny_run_raw
 
+from lmtune.build import SHARDED_ON_CPU, check_device
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
-from lmtune.preflight import SHARDED_ON_CPU, check_device
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "distributed"
 LOSS_TOLERANCE = 5e-3

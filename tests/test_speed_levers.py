@@ -230,13 +230,12 @@ def test_short_run_logs_the_same_losses_with_each_lever_on_and_off(tmp_path, tin
 
 def test_memory_is_trimmed_only_once_it_grew_past_the_first_steps(monkeypatch):
     """Trimming after every step costs a re-fault of every page handed back; it runs only after creep."""
-    import lmtune.plan.memory as memory
-    from lmtune.speed import allocator
+    from lmtune.speed import allocator, resident
 
     trimmed = []
     monkeypatch.setattr(allocator, "release_free_memory", lambda: trimmed.append(True) or True)
     sizes = iter([1000, 1050, 1099, 1101, 1000, 1200])
-    monkeypatch.setattr(memory, "rss_bytes", lambda: next(sizes))
+    monkeypatch.setattr(resident, "rss_bytes", lambda: next(sizes))
     callback = allocator.trim_callback(growth=0.10)
     for _ in range(6):
         callback.on_step_end(None, None, None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from lmtune.config import RunConfig
+from lmtune.data.prepare import TaskData
+from lmtune.errors import ConfigError, DataError
 from lmtune.methods import NEEDS_CUDA, TRAINS_BASE_WEIGHTS
 from lmtune.models import load_model, training_dtype
 from lmtune.speed.attention import attention_for, training_on_cpu
@@ -40,3 +42,35 @@ def apply_speed_levers(model: Any, cfg: RunConfig, rows: list[dict[str, list[int
         "fast_dropout_modules": use_fast_dropout(model) if t.fast_dropout else 0,
         "fused_norm_modules": use_fused_norm(model) if t.fused_norm else 0,
     }
+
+
+SHARDED = ("fsdp", "deepspeed")
+"""``training`` keys passed to Trainer that shard the model over GPUs."""
+SHARDED_ON_CPU = "FSDP / DeepSpeed need GPUs; use --nproc N for data parallel on CPU"
+
+
+def check_device(cfg: RunConfig) -> None:
+    """The method's and the ``training`` section's device needs, met by this machine (before anything loads)."""
+    import torch
+
+    if cfg.method in NEEDS_CUDA and not torch.cuda.is_available():
+        raise ConfigError(
+            f"method: {cfg.method} needs a CUDA GPU (4-bit bitsandbytes base); none found. Use method: lora on CPU"
+        )
+    extra = cfg.training.model_extra or {}
+    for key in SHARDED:
+        if extra.get(key) and not torch.cuda.is_available():
+            raise ConfigError(f"training.{key}: {SHARDED_ON_CPU}")
+    if extra.get("deepspeed"):
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("training.deepspeed: the deepspeed package is not installed (pip install deepspeed)")
+
+
+def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
+    """Data whose shape cannot train ``cfg.objective`` (pairs for dpo, answers for sft, ...) fails here."""
+    from lmtune.data.preference import data_problem
+
+    if problem := data_problem(data.shape, cfg.objective):
+        raise DataError(f"data.train ({data.shape}): {problem}")

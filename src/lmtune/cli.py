@@ -25,19 +25,31 @@ DEMO_DATA = "data/demo"
 
 def cmd_train(args: argparse.Namespace) -> int | None:
     from lmtune.config import load_config
-    from lmtune.launch.command import launch_of, train_in_processes
+    from lmtune.launch.command import launch_of, worker_argv
+    from lmtune.launch.torchrun import launch_workers
     from lmtune.pipeline import finetune
     from lmtune.stages import run_stages
 
     cfg = load_config(args.config, args.set or [])
     if (launch := launch_of(args)).needed:
-        return train_in_processes(cfg, args, launch)
+        _check_before_launch(cfg, args, world_size=launch.nproc * launch.nnodes)
+        return launch_workers(launch, worker_argv(args))  # the workers' exit status
     if cfg.stages:
         if args.resume:
             raise LmtuneError("--resume: staged runs start again from the first stage (use --overwrite)")
         run_stages(cfg, overwrite=args.overwrite)
     else:
         finetune(cfg, overwrite=args.overwrite, resume=args.resume, memory_budget=_budget(args))
+
+
+def _check_before_launch(cfg: Any, args: argparse.Namespace, world_size: int) -> None:
+    """Everything checked in this process before N workers start: a mistake is one line, nothing started."""
+    from lmtune.models import resolve
+    from lmtune.preflight import preflight, refuse_distributed_config
+
+    refuse_distributed_config(cfg)
+    preflight(cfg, overwrite=args.overwrite, resume=args.resume, world_size=world_size)
+    resolve(cfg.model.name)  # the embedded GGUF model is converted once, here, not by N workers at once
 
 
 def cmd_plan(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from lmtune.build import load_for_training
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.cache import tokenizer_digest
+from lmtune.data.check import write_data_report
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.general import reference_rows
@@ -33,7 +34,6 @@ from lmtune.run_folder import (
     continue_run_folder,
     prepare_run_folder,
     save_weights,
-    write_data_report,
 )
 from lmtune.train import fit, shared_callbacks, total_steps
 

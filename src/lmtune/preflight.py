@@ -10,20 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmtune.build import check_data_fits, check_device
 from lmtune.config import RunConfig
 from lmtune.data.general import check_reference
 from lmtune.data.prepare import TaskData, load_task_data
-from lmtune.errors import ConfigError, DataError
+from lmtune.errors import ConfigError
 from lmtune.launch import ranks
-from lmtune.methods import NEEDS_CUDA
 from lmtune.objectives import check_keys
 from lmtune.objectives.rewards import import_function
 from lmtune.provenance import run_record
 from lmtune.run_folder import resume_point
-
-SHARDED = ("fsdp", "deepspeed")
-"""``training`` keys passed to Trainer that shard the model over GPUs."""
-SHARDED_ON_CPU = "FSDP / DeepSpeed need GPUs; use --nproc N for data parallel on CPU"
 
 
 @dataclass
@@ -50,32 +46,6 @@ def preflight(
     record = run_record(cfg, ranks.world_size() if world_size is None else world_size)
     checkpoint = resume_point(Path(cfg.training.output_dir), record, overwrite, resume)
     return Preflight(data, record, checkpoint)
-
-
-def check_device(cfg: RunConfig) -> None:
-    import torch
-
-    if cfg.method in NEEDS_CUDA and not torch.cuda.is_available():
-        raise ConfigError(
-            f"method: {cfg.method} needs a CUDA GPU (4-bit bitsandbytes base); none found. Use method: lora on CPU"
-        )
-    extra = cfg.training.model_extra or {}
-    for key in SHARDED:
-        if extra.get(key) and not torch.cuda.is_available():
-            raise ConfigError(f"training.{key}: {SHARDED_ON_CPU}")
-    if extra.get("deepspeed"):
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError("training.deepspeed: the deepspeed package is not installed (pip install deepspeed)")
-
-
-def check_data_fits(cfg: RunConfig, data: TaskData) -> None:
-    """Data whose shape cannot train ``cfg.objective`` (pairs for dpo, answers for sft, ...) fails here."""
-    from lmtune.data.preference import data_problem
-
-    if problem := data_problem(data.shape, cfg.objective):
-        raise DataError(f"data.train ({data.shape}): {problem}")
 
 
 def refuse_distributed(what: str, launching: bool = False) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmtune.checkpoints import checkpoint_folders, checkpoint_step, drop_unfinished_writes, latest_checkpoint
 from lmtune.errors import ConfigError
-from lmtune.files import TMP_PREFIX, atomic_write_json, atomic_write_text, fsync_folder, fsync_tree
+from lmtune.files import TMP_PREFIX, atomic_write_text, fsync_folder, fsync_tree
 from lmtune.launch import ranks
 from lmtune.provenance import RECORD, what_changed
 
@@ -121,10 +121,6 @@ def continue_run_folder(out: Path, step: int) -> None:
 
 
 __all__ = ["checkpoint_step", "continue_run_folder", "prepare_run_folder", "resume_point"]
-
-
-def write_data_report(path: Path, report: dict[str, Any]) -> None:
-    atomic_write_json(path, {"lmtune_data_report": 1, **report})
 
 
 def save_weights(trainer: Any, tokenizer: Any, out: Path) -> None:

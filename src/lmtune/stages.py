@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import RunConfig, dump_config
+from lmtune.config.loader import stage_configs
 from lmtune.errors import ConfigError
 from lmtune.files import atomic_write_json, atomic_write_text
 from lmtune.pipeline import finetune
@@ -24,7 +25,7 @@ def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> di
     prepare_run_folder(out, overwrite)
     model_name = cfg.model.name
     rows = []
-    for i, (name, stage) in enumerate(cfg.stage_configs()):
+    for i, (name, stage) in enumerate(stage_configs(cfg)):
         echo(f"\n=== stage {i + 1}: {name} ===")
         stage = stage.model_copy(update={"model": stage.model.model_copy(update={"name": model_name})})
         metrics = finetune(stage, overwrite=overwrite, echo=echo)

@@ -1,4 +1,8 @@
-"""YAML file + ``--set`` overrides -> a validated `RunConfig`, and back to YAML."""
+"""YAML file + ``--set`` overrides -> a validated `RunConfig`, and back to YAML.
+
+A whole config is checked here, stages and search space included: each stage and each bound of the space
+is itself a config, validated by `validate_config` like the file.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from lmtune.config.messages import describe
+from lmtune.config.messages import KeyProblem, did_you_mean, plain_name
 from lmtune.config.run import RunConfig
+from lmtune.config.space import key_type, whole_numbers, with_value, without_sweep
+from lmtune.config.sweep import check_objective
 from lmtune.errors import ConfigError
 
 
@@ -75,14 +81,79 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
             if bad := sorted(set(stage) & {"seed", "model", "stages"}):
                 raise ConfigError(f"{where}: stages[{i}].{bad[0]}: set it once, outside the stages")
         try:
-            cfg.stage_configs()  # every stage is validated now, not when it starts
+            stage_configs(cfg)  # every stage is validated now, not when it starts
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     if cfg.sweep:
-        from lmtune.sweep.space import check_sweep  # the space is checked against this very config
-
-        check_sweep(raw, cfg, where)
+        check_sweep(raw, cfg, where)  # the space is checked against this very config
     return cfg
+
+
+def describe(err: dict[str, Any]) -> str:
+    """One pydantic error of a run config as ``key.path: problem``, a close key suggested for a typo."""
+    loc = [str(p) for p in err["loc"]]
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return f"{'.'.join(loc)}: unknown key{did_you_mean(loc[-1], _fields_at(loc[:-1]))}"
+    if kind == "missing":
+        return f"{'.'.join(loc)}: required key is missing"
+    if kind == "value_error" and isinstance(unknown := err.get("ctx", {}).get("error"), KeyProblem):
+        return f"{'.'.join(loc)}.{unknown.key}: {unknown}"
+    msg = msg.removeprefix("Value error, ")
+    found = err.get("input")
+    shown = "" if isinstance(found, dict) else f" (found {found!r})"
+    text = msg[0].lower() + msg[1:] + shown
+    return f"{'.'.join(loc)}: {text}" if loc else text  # whole-config checks name their keys themselves
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return list(model.model_fields)
+
+
+def stage_configs(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(name, config) of every stage, each a full config with its overrides applied."""
+    # what the user wrote, not every default: a stage's config then knows which keys were set (an unused one
+    # is an error, lmtune.objectives.check_keys), and validation fills in the defaults again
+    base = cfg.model_dump(mode="json", exclude={"stages"}, exclude_unset=True)
+    out = []
+    for i, stage in enumerate(cfg.stages or []):
+        stage = dict(stage)
+        name = str(stage.pop("name", f"stage{i + 1}"))
+        if not plain_name(name):  # the stage folder goes inside output_dir, never elsewhere
+            raise ConfigError(f"stages[{i}].name: {name!r}: use a plain name (letters, digits, '-', '_', '.')")
+        merged = deep_merge(base, stage)
+        merged.setdefault("training", {})["output_dir"] = str(Path(cfg.training.output_dir) / f"{i + 1}-{name}")
+        out.append((name, validate_config(merged, f"stages[{i}] ({name})")))
+    return out
+
+
+def check_sweep(raw: dict[str, Any], cfg: RunConfig, where: str) -> None:
+    """Raise ``ConfigError`` naming the ``sweep`` key for the first problem of the space or the objective."""
+    try:
+        check_objective(cfg)
+        for key, spec in cfg.sweep.space.items():
+            _check_entry(without_sweep(raw), key, spec, where)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_entry(base: dict[str, Any], key: str, spec: Any, where: str) -> None:
+    kind = key_type(key)
+    at = f"sweep.space.{key}"
+    if isinstance(spec, dict) and kind not in (int, float):
+        raise ConfigError(f"{at}: not a number key; give a list of choices")
+    if isinstance(spec, dict) and kind is int and not whole_numbers(spec):
+        raise ConfigError(f"{at}: a whole-number key: low, high and step must be whole numbers")
+    values = [spec["low"], spec["high"]] if isinstance(spec, dict) else spec
+    for value in values:
+        try:
+            validate_config(with_value(base, key, value), where)
+        except ConfigError as e:
+            problem = str(e).removeprefix(f"{where}: ")
+            raise ConfigError(f"{at}: the config refuses {value!r} ({problem})") from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

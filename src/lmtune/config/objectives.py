@@ -28,6 +28,26 @@ OBJECTIVES = ("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo")
 PREFERENCE_OBJECTIVES = ("dpo", "kto", "orpo", "simpo", "reward")
 BUILTIN_REWARDS = ("number_match", "format", "length")
 
+# Methods each non-sft objective trains with.  Prompt-learning adapters feed virtual tokens or cached keys
+# that TRL's trainers do not pass through their reference and generation passes; AdaLoRA needs its budget
+# callback inside the training loop, which lmtune only wires into its own (sft) Trainer.
+OBJECTIVE_METHODS = {
+    "dpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "kto": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "orpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "simpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "grpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
+    "reward": ("full", "lora", "dora"),  # a sequence-classification head: full, or LoRA with the head trained
+}
+
+
+def objective_problem(objective: str, method: str) -> str | None:
+    """Why ``method`` cannot train ``objective`` (None when it can)."""
+    allowed = OBJECTIVE_METHODS.get(objective)
+    if allowed is None or method in allowed:
+        return None
+    return f"objective {objective} trains with method {', '.join(allowed)}; not {method}"
+
 
 class DpoConfig(_Section):
     beta: float = Field(0.1, gt=0)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lmtune.config.data import DataConfig
-from lmtune.config.messages import UnknownKey, did_you_mean, plain_name, training_argument_names
+from lmtune.config.messages import UnknownKey, did_you_mean, training_argument_names
 from lmtune.config.objectives import (
     OBJECTIVES,
     DpoConfig,
@@ -17,9 +16,11 @@ from lmtune.config.objectives import (
     OrpoConfig,
     RewardConfig,
     SimpoConfig,
+    objective_problem,
 )
 from lmtune.config.privacy import PrivacyConfig, privacy_problem
 from lmtune.config.sections import (
+    METHOD_NAMES,
     METRICS,
     AdaLoraConfig,
     FreezeConfig,
@@ -32,7 +33,6 @@ from lmtune.config.sections import (
     _Section,
 )
 from lmtune.config.sweep import SweepConfig
-from lmtune.errors import ConfigError
 
 
 class TrainingConfig(BaseModel):
@@ -252,29 +252,11 @@ class RunConfig(_Section):
     """Hyper-parameter search (``lmtune sweep``). Left out of dumps: a run's config.yaml and record stay those
     of the run itself."""
 
-    def stage_configs(self) -> list[tuple[str, RunConfig]]:
-        """(name, config) of every stage, each a full config with its overrides applied."""
-        from lmtune.config.loader import deep_merge, validate_config  # the loader builds on this module
-
-        base = self.model_dump(mode="json", exclude={"stages"})
-        out = []
-        for i, stage in enumerate(self.stages or []):
-            stage = dict(stage)
-            name = str(stage.pop("name", f"stage{i + 1}"))
-            if not plain_name(name):  # the stage folder goes inside output_dir, never elsewhere
-                raise ConfigError(f"stages[{i}].name: {name!r}: use a plain name (letters, digits, '-', '_', '.')")
-            merged = deep_merge(base, stage)
-            merged["training"]["output_dir"] = str(Path(self.training.output_dir) / f"{i + 1}-{name}")
-            out.append((name, validate_config(merged, f"stages[{i}] ({name})")))
-        return out
-
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from lmtune.methods import METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"must be one of {', '.join(METHODS)}{did_you_mean(v, list(METHODS))}")
+        if v not in METHOD_NAMES:
+            raise ValueError(f"must be one of {', '.join(METHOD_NAMES)}{did_you_mean(v, list(METHOD_NAMES))}")
         return v
 
     @field_validator("objective")
@@ -286,8 +268,6 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _objective_fits_method(self) -> RunConfig:
-        from lmtune.methods import objective_problem
-
         if problem := objective_problem(self.objective, self.method):
             raise ValueError(problem)
         if self.objective != "sft" and self.training.per_device_train_batch_size == "auto":

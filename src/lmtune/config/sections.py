@@ -13,6 +13,11 @@ DATA_FORMATS = (
     *("auto", "text", "prompt_completion", "input_output", "alpaca", "messages", "sharegpt", "cot"),
     *("preference", "hh_rlhf", "kto", "prompt_only"),  # read by lmtune.data.preference
 )
+METHOD_NAMES = (
+    *("full", "freeze", "lora", "dora", "qlora", "adalora", "ia3"),
+    *("prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2"),
+)
+"""Every ``method:`` name; ``lmtune.methods.METHODS`` maps each to what it does (tests keep the two equal)."""
 
 
 class _Section(BaseModel):

@@ -1,8 +1,9 @@
 """The ``sweep`` section: what ``lmtune sweep`` searches, and what it optimises.
 
-Only the shape of each search-space entry is checked here; whether the keys exist in the
-run config and whether the config accepts their values is checked by ``lmtune.sweep.space``
-(it needs the whole config), before any trial starts.
+Only the shape of each search-space entry is checked here, and whether the objective names a number
+the run will measure (`check_objective`); whether the space's keys exist in the run config and whether
+the config accepts their values is checked by ``lmtune.config.space`` (it needs the whole config),
+before any trial starts.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from pydantic import Field, field_validator
 
 from lmtune.config.messages import KeyProblem
 from lmtune.config.sections import _Section
+from lmtune.errors import ConfigError
 
 RANGE_KEYS = ("low", "high", "log", "step")
+EVAL_LOSS = "eval_loss"
+LOSS_LIKE = ("eval_loss", "finetuned.perplexity")  # the pruner's eval loss moves with these, the same way
+MINIMIZED_WORDS = ("loss", "perplexity", "time", "forgetting")
+MODEL_SECTIONS = ("base", "finetuned")
+EXTRA_SECTIONS = ("reward", "checks", "by_task")  # metrics.json sections a run adds besides eval.metrics
 
 
 class SweepConfig(_Section):
@@ -82,3 +89,47 @@ def _check_range(key: str, spec: dict[str, Any]) -> None:
         raise KeyProblem(key, "give log or step, not both")  # Optuna samples a log range continuously
     if step is not None and step <= 0:
         raise KeyProblem(key, f"step must be above 0 (found {step})")
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+def direction_of(sweep: Any) -> str:
+    """``sweep.direction``, or the natural one for the objective (losses down, scores up)."""
+    if sweep.direction:
+        return sweep.direction
+    return "minimize" if any(word in sweep.objective for word in MINIMIZED_WORDS) else "maximize"
+
+
+def prunes(cfg: Any) -> bool:
+    """Whether trials report their intermediate eval loss to the pruner."""
+    return cfg.sweep.pruner == "median" and cfg.training.eval_strategy != "no"
+
+
+def check_objective(cfg: Any) -> None:
+    """``ConfigError`` when the objective names nothing this run's metrics.json will hold, or cannot be pruned on."""
+    name, sweep = cfg.sweep.objective, cfg.sweep
+    parts = name.split(".")
+    if name == EVAL_LOSS or parts[0] in MODEL_SECTIONS:
+        wanted = "perplexity" if name == EVAL_LOSS else parts[1] if len(parts) > 1 else None
+        if wanted not in (*cfg.eval.metrics, *EXTRA_SECTIONS):
+            raise ConfigError(
+                f"sweep.objective: {name}: eval.metrics does not measure {wanted or 'anything named so'} "
+                f"(it measures {', '.join(cfg.eval.metrics)})"
+            )
+        if parts[0] == "base" and not cfg.eval.base:
+            raise ConfigError(f"sweep.objective: {name}: eval.base is off, so the base model is not measured")
+    elif parts[0] == "forgetting" and not cfg.eval.reference:
+        raise ConfigError(f"sweep.objective: {name}: eval.reference is off, so forgetting is not measured")
+    elif parts[0] not in ("forgetting", "train_time_s", "run"):
+        raise ConfigError(
+            f"sweep.objective: {name}: name eval_loss or a number in metrics.json "
+            "(finetuned.<metric>, forgetting.<key>, train_time_s)"
+        )
+    if prunes(cfg) and (name not in LOSS_LIKE or direction_of(sweep) != "minimize"):
+        raise ConfigError(
+            f"sweep.pruner: median prunes on the eval loss, which does not rank trials by {name} "
+            f"({direction_of(sweep)}); set sweep.pruner: none"
+        )
+    if prunes(cfg) and cfg.objective != "sft":
+        raise ConfigError(f"sweep.pruner: median prunes sft runs; set sweep.pruner: none for objective {cfg.objective}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import LmtuneError
+from lmtune.files import atomic_write_json
 
 
 def check_data(data_cfg: Any, seed: int, model: str, output: Path, echo: Any = print) -> dict[str, Any]:
@@ -15,7 +16,6 @@ def check_data(data_cfg: Any, seed: int, model: str, output: Path, echo: Any = p
     from lmtune.data.encode import Encoder
     from lmtune.data.prepare import load_task_data, summary
     from lmtune.models import load_tokenizer, resolve
-    from lmtune.run_folder import write_data_report
 
     refuse_foreign_file(output)
     data = load_task_data(data_cfg, seed)
@@ -27,6 +27,11 @@ def check_data(data_cfg: Any, seed: int, model: str, output: Path, echo: Any = p
     write_data_report(output, data.report)
     echo(f"report: {output}")
     return data.report
+
+
+def write_data_report(path: Path, report: dict[str, Any]) -> None:
+    """``data_report.json``, marked as lmtune's (`refuse_foreign_file` replaces only such files)."""
+    atomic_write_json(path, {"lmtune_data_report": 1, **report})
 
 
 def refuse_foreign_file(path: Path) -> None:

@@ -124,7 +124,7 @@ def numbers_right(prompts: list, completions: list, **_: object) -> list[float]:
     """
     import re
 
-    from lmtune.objectives.rewards import completion_text
+    from lmtune.data.preference import completion_text
 
     scores = []
     for prompt, completion in zip(prompts, completions, strict=True):

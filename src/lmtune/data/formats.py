@@ -28,19 +28,19 @@ In evaluation data the answer (``completion`` / ``output`` / last assistant
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lmtune.data.example import ANSWER_FIELDS, Example, _RowError, _text, checked_turn
+from lmtune.data.preference import preference_example
 from lmtune.data.rows import FILE_SUFFIXES, BadLine, RowOrBadLine, _describe, _rows_of  # noqa: F401 (re-exported)
 from lmtune.errors import DataError
 
 MAX_ERRORS = 10
-ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 COT_ANSWER = "{rationale}\n\nAnswer: {answer}"
 PREFERENCE_HOOK = ("preference", "hh_rlhf", "kto", "prompt_only")  # shapes read by lmtune.data.preference
-ANSWER_FIELDS = ("completion", "chosen", "rejected", "output", "response")  # never in a prompt_only row
 
 # shape -> the fields that identify it, in detection order (preference shapes before the ones whose
 # fields they share, alpaca before input_output; prompt_only last: a row with a prompt and no answer).
@@ -57,50 +57,6 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "input_output": ("input", "output"),
     "prompt_only": ("prompt",),
 }
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training/evaluation example.
-
-    Every shape but ``text`` becomes a conversation whose last turn is the
-    assistant's answer; ``references`` holds that answer (or several, for
-    evaluation rows with a list of references).
-    """
-
-    messages: tuple[dict[str, str], ...] = ()
-    text: str | None = None
-    references: tuple[str, ...] = field(default=())
-    task: str = ""
-    source: str = ""  # "file:line", for reports that point at rows
-    rejected: str | None = None  # a preference pair's dispreferred answer (the preferred one ends ``messages``)
-    label: bool | None = None  # KTO: whether the final answer is desirable
-    extra: tuple[tuple[str, Any], ...] = ()  # a prompt_only row's other fields (GRPO reward functions read them)
-
-    @property
-    def prompt(self) -> str:
-        """The last user turn (what a person would read as "the question")."""
-        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
-
-    @property
-    def prompt_messages(self) -> tuple[dict[str, str], ...]:
-        """Every turn the model is given: all but the final assistant answer (all of a prompt_only row)."""
-        return self.messages[:-1] if self.messages and self.messages[-1]["role"] == "assistant" else self.messages
-
-    @property
-    def is_preference(self) -> bool:
-        return self.rejected is not None
-
-    @property
-    def extras(self) -> dict[str, Any]:
-        return dict(self.extra)
-
-    def each_reference(self) -> list[Example]:
-        """One example per reference, the final answer replaced: how every held-out answer is scored."""
-        if self.text is not None or len(self.references) <= 1:
-            return [self]
-        head, last = self.messages[:-1], self.messages[-1]
-        return [replace(self, messages=(*head, {**last, "content": r}), references=(r,)) for r in self.references]
 
 
 @dataclass(frozen=True)
@@ -197,8 +153,6 @@ def to_example(row: dict[str, Any], shape: str) -> Example:
     if shape == "text":
         return Example(text=_text(row, "text", allow_empty=True))
     if shape in PREFERENCE_HOOK:
-        from lmtune.data.preference import preference_example
-
         return preference_example(row, shape)
     system = _text(row, "system", required=False)
     if shape in ("messages", "sharegpt"):
@@ -249,23 +203,6 @@ def _from_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- fields
 
 
-class _RowError(ValueError):
-    pass
-
-
-def _text(row: dict[str, Any], key: str, required: bool = True, allow_empty: bool = False) -> str:
-    if key not in row:
-        if required:
-            raise _RowError(f"field '{key}': missing")
-        return ""
-    value = row[key]
-    if not isinstance(value, str):
-        raise _RowError(f"field '{key}': expected text, found {_describe(value)}")
-    if required and not allow_empty and not value.strip():
-        raise _RowError(f"field '{key}': empty text")
-    return value
-
-
 def _answers(row: dict[str, Any], key: str) -> tuple[str, ...]:
     value = row.get(key)
     if isinstance(value, list):
@@ -274,15 +211,6 @@ def _answers(row: dict[str, Any], key: str) -> tuple[str, ...]:
         return tuple(value)
     # An empty answer is not an error: cleaning drops it and counts it (data_report.json).
     return (_text(row, key, allow_empty=True),)
-
-
-def checked_turn(turn: Any, where: str) -> tuple[str, Any]:
-    """(role, content) of a ``{role, content}`` turn; ``where`` is ``"field 'key[i]"`` for the error."""
-    if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-        raise _RowError(f"{where}': expected {{role, content}}, found {_describe(turn)}")
-    if turn["role"] not in ROLES:
-        raise _RowError(f"{where}.role': unknown role {turn['role']!r} (expected one of {', '.join(ROLES)})")
-    return turn["role"], turn["content"]
 
 
 def _messages_example(row: dict[str, Any]) -> Example:

@@ -24,7 +24,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from lmtune.data.formats import ANSWER_FIELDS, Example, _describe, _RowError, _text, checked_turn
+from lmtune.data.example import ANSWER_FIELDS, Example, _RowError, _text, checked_turn
+from lmtune.data.rows import _describe
 from lmtune.errors import DataError
 
 PAIRED_SHAPES = ("preference", "hh_rlhf")
@@ -337,3 +338,13 @@ def _listed(turns: Turns) -> list[dict[str, str]]:
 
 def _reply(answer: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": answer}]
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL prompt or completion: plain, or the turns of a conversational one (``_reply``'s shape).
+
+    Data checks and GRPO's reward functions both read completions; it lives here, with the rows they read.
+    """
+    if isinstance(completion, list):  # conversational: the assistant turn(s) generated
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    return str(completion)

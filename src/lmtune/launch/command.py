@@ -1,12 +1,15 @@
-"""``lmtune train --nproc N``: check once, then start the workers under torchrun."""
+"""``lmtune train --nproc N``: the launch options, and the command each worker runs under torchrun.
+
+The checks before the workers start are the CLI's (``lmtune.cli.cmd_train``): they need the run's modules,
+which build on this package (``ranks.py``).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lmtune.errors import ConfigError
-from lmtune.launch.torchrun import Launch, launch_workers
+from lmtune.launch.torchrun import Launch
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,17 +30,6 @@ def launch_of(args: argparse.Namespace) -> Launch:
     if launch.nnodes > 1 and not launch.master_addr:
         raise ConfigError("--master-addr: several machines (--nnodes > 1) need the address of machine 0")
     return launch
-
-
-def train_in_processes(cfg: Any, args: argparse.Namespace, launch: Launch) -> int:
-    """Everything checked in this process first (one line, nothing started), then N workers; their exit status."""
-    from lmtune.models import resolve
-    from lmtune.preflight import preflight, refuse_distributed_config
-
-    refuse_distributed_config(cfg)
-    preflight(cfg, overwrite=args.overwrite, resume=args.resume, world_size=launch.nproc * launch.nnodes)
-    resolve(cfg.model.name)  # the embedded GGUF model is converted once, here, not by N workers at once
-    return launch_workers(launch, worker_argv(args))
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:

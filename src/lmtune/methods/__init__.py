@@ -2,7 +2,8 @@
 
 Each entry maps a ``method:`` name to what it does to the model:
 ``apply(model, cfg, ctx) -> model to train``.  Adding a method means adding a
-function and one line in ``METHODS``.
+function, one line in ``METHODS`` and its name in ``lmtune.config.sections.METHOD_NAMES`` (the config,
+below this package, checks names without importing it).
 """
 
 from __future__ import annotations
@@ -48,25 +49,8 @@ SECTIONS = {
 PEFT_METHODS = {"lora", "dora", "qlora", "adalora", "ia3", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2"}
 NEEDS_CUDA = {"qlora"}
 TRAINS_BASE_WEIGHTS = ("full", "freeze")  # the others keep the base frozen: it may be held in bfloat16
-# Methods each non-sft objective trains with.  Prompt-learning adapters feed virtual tokens or cached keys
-# that TRL's trainers do not pass through their reference and generation passes; AdaLoRA needs its budget
-# callback inside the training loop, which lmtune only wires into its own (sft) Trainer.
-OBJECTIVE_METHODS = {
-    "dpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
-    "kto": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
-    "orpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
-    "simpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
-    "grpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
-    "reward": ("full", "lora", "dora"),  # a sequence-classification head: full, or LoRA with the head trained
-}
-
-
-def objective_problem(objective: str, method: str) -> str | None:
-    """Why ``method`` cannot train ``objective`` (None when it can)."""
-    allowed = OBJECTIVE_METHODS.get(objective)
-    if allowed is None or method in allowed:
-        return None
-    return f"objective {objective} trains with method {', '.join(allowed)}; not {method}"
+# The method names themselves, and which methods each objective trains with, are checked when the config
+# loads: lmtune.config.sections.METHOD_NAMES and lmtune.config.objectives.OBJECTIVE_METHODS.
 
 
 def apply_method(model: Any, cfg: Any, ctx: MethodContext | None = None) -> Any:

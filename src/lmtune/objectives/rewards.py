@@ -13,16 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from lmtune.config.objectives import GrpoConfig
+from lmtune.data.preference import completion_text
 from lmtune.errors import ConfigError
 
 NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
 FINAL_NUMBER = re.compile(rf"(?:####\s*({NUMBER})|\\boxed\{{\s*({NUMBER})\s*\}})")
-
-
-def completion_text(completion: Any) -> str:
-    if isinstance(completion, list):  # conversational: the assistant turn(s) generated
-        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
-    return str(completion)
 
 
 def final_number(text: str) -> float | None:

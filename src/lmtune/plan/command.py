@@ -25,14 +25,13 @@ def plan_run(cfg: RunConfig, memory_budget: int | None = None, echo: Any = print
     """The plan of ``cfg``: its model, method, levers and data exactly as training builds them; nothing written."""
     from transformers import set_seed
 
-    from lmtune.build import apply_speed_levers, load_for_training
+    from lmtune.build import apply_speed_levers, check_data_fits, check_device, load_for_training
     from lmtune.data.cache import tokenize_cached
     from lmtune.data.encode import Encoder
     from lmtune.data.general import reference_rows
     from lmtune.data.prepare import check_enough_examples, load_task_data
     from lmtune.methods import MethodContext, apply_method
     from lmtune.methods.continual import replay_rows
-    from lmtune.preflight import check_data_fits, check_device
     from lmtune.train import total_steps
 
     if cfg.objective != "sft":

@@ -10,40 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# the /proc readers live below the planner, in lmtune.speed: training.trim_memory reads resident memory too
+from lmtune.speed.resident import available_bytes, peak_rss_bytes, reset_peak, rss_bytes  # noqa: F401 (re-exported)
+
 MB = 1 << 20
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now."""
-    return _kib_field("/proc/self/status", "VmRSS:") * 1024
-
-
-def available_bytes() -> int:
-    """Memory the machine can still give (``MemAvailable``): the default ``--memory-budget``."""
-    return _kib_field("/proc/meminfo", "MemAvailable:") * 1024
-
-
-def _kib_field(path: str, name: str) -> int:
-    with open(path) as f:
-        for line in f:
-            if line.startswith(name):
-                return int(line.split()[1])
-    return 0
-
-
-def reset_peak() -> bool:
-    """Start a new peak-RSS measurement (``VmHWM``, reset through ``/proc/self/clear_refs``); False if not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """The highest resident memory since the process started or since `reset_peak`."""
-    return _kib_field("/proc/self/status", "VmHWM:") * 1024
 
 
 def parameter_bytes(model: Any, optimizer: str) -> dict[str, int]:

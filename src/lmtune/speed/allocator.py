@@ -49,7 +49,7 @@ def trim_callback(growth: float = TRIM_GROWTH) -> Any:
     """A ``TrainerCallback`` that releases free memory after an optimizer step once resident memory crept up."""
     from transformers import TrainerCallback
 
-    from lmtune.plan.memory import rss_bytes
+    from lmtune.speed.resident import rss_bytes
 
     class TrimMemory(TrainerCallback):
         trims = 0

@@ -27,7 +27,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     import optuna
 
     from lmtune.config import apply_override, read_yaml, validate_config
-    from lmtune.sweep.objective import direction_of, prunes
+    from lmtune.config.sweep import direction_of, prunes
     from lmtune.sweep.report import text_table, write_outputs
     from lmtune.sweep.storage import default_storage, open_storage, open_study, shown_url
     from lmtune.sweep.study import Sweep, run_trials
@@ -56,7 +56,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     sweep = Sweep(cfg=cfg, raw=raw, folder=folder, trials=trials, storage_url=url)
     print(f"sweep: study {name!r} in {shown_url(url)}, {trials} trials of {cfg.sweep.objective} ({direction})")
     write_outputs(sweep, study)  # sweep.json at once: it marks the folder as this study's
-    run_trials(sweep, study)
+    run_trials(sweep, study, after_trial=write_outputs)
     summary = write_outputs(sweep, study)
     print("\n" + text_table(summary))
     ran = f"this process ran {len(sweep.ran)} trial(s)" if sweep.ran else "this process ran no trial (all done)"

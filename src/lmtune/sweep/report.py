@@ -11,11 +11,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lmtune.config.sweep import direction_of
 from lmtune.files import atomic_write, atomic_write_json, atomic_write_text
 from lmtune.report.page import CSP, CSS, _table, img
 from lmtune.report.tables import aligned
 from lmtune.sweep import plots
-from lmtune.sweep.objective import direction_of
 from lmtune.sweep.storage import shown_url
 from lmtune.sweep.study import ERROR, FOLDER, NOT_RUN, Sweep, best_trial, write_best_config
 

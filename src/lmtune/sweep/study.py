@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from lmtune.config import RunConfig, dump_config, validate_config
+from lmtune.config.space import key_type, with_value, without_sweep
+from lmtune.config.sweep import prunes
 from lmtune.errors import LmtuneError
 from lmtune.files import atomic_write_text
 from lmtune.guards import Interrupted, TrainingStopped
-from lmtune.sweep.objective import objective_value, prunes
-from lmtune.sweep.space import key_type, with_value, without_sweep
+from lmtune.sweep.objective import objective_value
 
 FINISHED = ("COMPLETE", "PRUNED")
 NOT_RUN = "lmtune_not_run"  # user attribute of a trial created past the requested total, and not run
@@ -68,14 +70,14 @@ class Sweep:
         return validate_config(with_value(raw, "training.output_dir", str(folder)), f"trial config {folder}")
 
 
-def run_trials(sweep: Sweep, study: Any) -> None:
+def run_trials(sweep: Sweep, study: Any, after_trial: Callable[[Sweep, Any], object]) -> None:
     """Run trials until ``sweep.trials`` of the study are finished (COMPLETE or PRUNED), counting other processes'.
 
     A process that finds the rest of the budget taken by trials running elsewhere waits for them: if one of
     them was killed, its heartbeat stops, Optuna fails it and queues it again, and this process runs it.
+    ``after_trial(sweep, study)`` runs after every trial, even a failed one (the sweep's outputs: the
+    report module builds on this one, so it is handed in rather than imported).
     """
-    from lmtune.sweep.report import write_outputs
-
     waiting_said = False
     while True:
         _fail_stale_trials(study)
@@ -93,7 +95,7 @@ def run_trials(sweep: Sweep, study: Any) -> None:
         try:
             study.optimize(lambda trial: run_trial(sweep, trial), n_trials=1, catch=(NotRun, TrialFailed))
         finally:
-            write_outputs(sweep, study)  # after every trial: a killed sweep still leaves a true sweep.json
+            after_trial(sweep, study)  # after every trial: a killed sweep still leaves a true sweep.json
         if sweep.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:  # the config, not the sampled values, is at fault
             last = study.get_trials(deepcopy=False)[-1].user_attrs.get(ERROR, "")
             raise TrainingStopped(f"{MAX_FAILURES_IN_A_ROW} trials in a row failed; the last: {last}")

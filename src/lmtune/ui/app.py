@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
 from lmtune.config import DATA_FORMATS, EMBEDDED_MODEL
-from lmtune.config.messages import describe
+from lmtune.config.loader import describe
 from lmtune.errors import ConfigError, LmtuneError
 from lmtune.files import atomic_write_text
 from lmtune.ui import forms

@@ -1,6 +1,8 @@
-"""The search space against the run config: every key exists, every bound and choice is a value it accepts.
+"""The search space against the run config: what each dotted key is, and a config with a key set.
 
-Checked when the config loads, so a bad space is one line before any trial starts.
+``lmtune.config.loader`` checks the space with these when the config loads (every key exists, every bound
+and choice is a value the config accepts), so a bad space is one line before any trial starts;
+``lmtune.sweep`` builds each trial's config with them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from lmtune.config.messages import did_you_mean, training_argument_names
+from lmtune.config.run import RunConfig
 from lmtune.errors import ConfigError
 
 NOT_SEARCHABLE = {
@@ -23,40 +26,8 @@ NOT_SEARCHABLE = {
 }
 
 
-def check_sweep(raw: dict[str, Any], cfg: Any, where: str) -> None:
-    """Raise ``ConfigError`` naming the ``sweep`` key for the first problem of the space or the objective."""
-    from lmtune.sweep.objective import check_objective
-
-    try:
-        check_objective(cfg)
-        for key, spec in cfg.sweep.space.items():
-            _check_entry(without_sweep(raw), key, spec, where)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _check_entry(base: dict[str, Any], key: str, spec: Any, where: str) -> None:
-    from lmtune.config.loader import validate_config
-
-    kind = key_type(key)
-    at = f"sweep.space.{key}"
-    if isinstance(spec, dict) and kind not in (int, float):
-        raise ConfigError(f"{at}: not a number key; give a list of choices")
-    if isinstance(spec, dict) and kind is int and not _whole(spec):
-        raise ConfigError(f"{at}: a whole-number key: low, high and step must be whole numbers")
-    values = [spec["low"], spec["high"]] if isinstance(spec, dict) else spec
-    for value in values:
-        try:
-            validate_config(with_value(base, key, value), where)
-        except ConfigError as e:
-            problem = str(e).removeprefix(f"{where}: ")
-            raise ConfigError(f"{at}: the config refuses {value!r} ({problem})") from None
-
-
 def key_type(key: str) -> type:
     """``int``, ``float`` or ``object`` for a dotted config key; ``ConfigError`` when no such key exists."""
-    from lmtune.config.run import RunConfig
-
     for prefix, why in NOT_SEARCHABLE.items():
         if key == prefix or key.startswith(prefix + "."):
             raise ConfigError(f"sweep.space.{key}: not searchable ({why})")
@@ -83,7 +54,6 @@ def key_type(key: str) -> type:
 
 def all_keys() -> list[str]:
     """Every dotted key of the run config (TrainingArguments' own fields under ``training``)."""
-    from lmtune.config.run import RunConfig
 
     def walk(model: type[BaseModel], prefix: str) -> list[str]:
         out = []
@@ -111,7 +81,8 @@ def without_sweep(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "sweep"}
 
 
-def _whole(spec: dict[str, Any]) -> bool:
+def whole_numbers(spec: dict[str, Any]) -> bool:
+    """Whether a range's bounds and step are whole numbers (an int key's range must be)."""
     return all(isinstance(spec.get(k, 1), int) for k in ("low", "high", "step"))
 
 
