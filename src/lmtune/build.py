@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmtune.config import RunConfig
+from lmtune.extras import require
 from lmtune.methods import NEEDS_CUDA, TRAINS_BASE_WEIGHTS
 from lmtune.models import load_model, training_dtype
 from lmtune.speed.attention import attention_for, training_on_cpu
@@ -13,7 +14,13 @@ from lmtune.speed.norm import use_fused_norm
 
 
 def load_for_training(cfg: RunConfig) -> tuple[Any, Any, str, str]:
-    """(model, tokenizer, base, dtype): the base model in the dtype and attention kernel this run trains with."""
+    """(model, tokenizer, base, dtype): the base model in the dtype and attention kernel this run trains with.
+
+    A private run (``privacy:``) needs the privacy extra: said here, before the model loads and before
+    ``lmtune train`` makes the run folder (``lmtune plan`` says it too: the run it plans could not start).
+    """
+    if cfg.privacy is not None:
+        require("privacy", what="privacy: DP-SGD training")
     dtype = training_dtype(cfg.model.dtype, trains_base_weights=cfg.method in TRAINS_BASE_WEIGHTS)
     model_cfg = cfg.model.model_copy(update={"dtype": dtype})  # auto attention is chosen once the rows are known
     model, tokenizer, base = load_model(model_cfg, load_in_4bit=cfg.method in NEEDS_CUDA)
