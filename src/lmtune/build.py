@@ -7,6 +7,7 @@ from typing import Any
 from lmtune.config import RunConfig
 from lmtune.data.prepare import TaskData
 from lmtune.errors import ConfigError, DataError
+from lmtune.extras import require
 from lmtune.methods import NEEDS_CUDA, TRAINS_BASE_WEIGHTS
 from lmtune.models import load_model, training_dtype
 from lmtune.speed.attention import attention_for, training_on_cpu
@@ -50,7 +51,10 @@ SHARDED_ON_CPU = "FSDP / DeepSpeed need GPUs; use --nproc N for data parallel on
 
 
 def check_device(cfg: RunConfig) -> None:
-    """The method's and the ``training`` section's device needs, met by this machine (before anything loads)."""
+    """The method's, ``privacy``'s and the ``training`` section's needs, met by this machine (before anything
+    loads): a private run needs the privacy extra (``lmtune plan`` says it too: the run it plans could not start)."""
+    if cfg.privacy is not None:
+        require("privacy", what="privacy: DP-SGD training")
     import torch
 
     if cfg.method in NEEDS_CUDA and not torch.cuda.is_available():

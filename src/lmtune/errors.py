@@ -24,3 +24,7 @@ class ModelError(LmtuneError):
 
 class ExportError(LmtuneError):
     """A run or model cannot be exported, quantised, chatted with or served as asked."""
+
+
+class MissingExtraError(LmtuneError):
+    """A feature's optional packages are not installed; the message names the extra that installs them."""

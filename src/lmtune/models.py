@@ -29,6 +29,7 @@ from typing import Any
 
 from lmtune.config import EMBEDDED_MODEL, ModelConfig
 from lmtune.errors import ModelError
+from lmtune.extras import require
 from lmtune.speed.head import contiguous_head_input
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def resolve(name: str, argument: str = "model.name") -> Path | str:
     ``argument`` is what error messages call ``name`` (see `named`).
     """
     if name == EMBEDDED_MODEL:
-        return hf_copy_of_gguf(embedded_gguf(), argument)
+        return hf_copy_of_gguf(embedded_gguf(), argument, shown=EMBEDDED_MODEL)
     path = Path(name).expanduser()
     if name.lower().endswith(".gguf"):
         if not path.is_file():
@@ -94,8 +95,12 @@ def resolve(name: str, argument: str = "model.name") -> Path | str:
     return name
 
 
-def hf_copy_of_gguf(gguf: Path, argument: str = "model.name") -> Path:
-    """Dequantise a GGUF file once into a cached Hugging Face folder; return the folder."""
+def hf_copy_of_gguf(gguf: Path, argument: str = "model.name", shown: str | None = None) -> Path:
+    """Dequantise a GGUF file once into a cached Hugging Face folder; return the folder.
+
+    Reading the file needs the gguf extra (transformers reads GGUF with the gguf package); its cached
+    copy does not. ``shown`` is how messages name the file (default: its path).
+    """
     with gguf.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelError(f"{named(argument, gguf)}: not a GGUF file (bad magic bytes)")
@@ -104,6 +109,7 @@ def hf_copy_of_gguf(gguf: Path, argument: str = "model.name") -> Path:
     target = cache_root() / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    require("gguf", what=f"{named(argument, shown or gguf)}: reading a GGUF model")
     logger.info("dequantising %s once into %s (takes ~30 s)", gguf, target)
     _convert_gguf(gguf, target, argument)
     return target
@@ -262,6 +268,7 @@ def _from_pretrained(
     if isinstance(source, Path):
         if weights:
             check_weights(source, cfg, argument)
+            require_quantizer(source, argument)
         return cls.from_pretrained(source, **common)
     hub = {"revision": cfg.revision, **common}
     try:  # a hub id already in the local cache loads with no network at all
@@ -280,6 +287,18 @@ def _from_pretrained(
         if "safetensors" in str(e) and not cfg.allow_pickle:
             raise ModelError(f"{named(argument, repr(source))}: {PICKLE_ONLY}") from None
         raise ModelError(f"{named(argument, repr(source))}: {str(e).splitlines()[0]}") from None
+
+
+def require_quantizer(folder: Path, argument: str = "model.name") -> None:
+    """A folder quantised with torchao (``lmtune export --quant int8``) loads with the int8 extra."""
+    import json
+
+    try:
+        quantization = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return  # no config.json, or not an object: transformers says what is wrong with it
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "torchao":
+        require("int8", what=f"{named(argument, folder)}: loading an int8 (torchao) model")
 
 
 PICKLE_ONLY = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmtune.extras import require
 from lmtune.files import atomic_write_json
 from lmtune.privacy.engine import (
     Privacy,
@@ -45,6 +46,7 @@ class PrivateTraining:
 
 def private_training(model: Any, cfg: Any, train_rows: int, args: Any) -> PrivateTraining:
     """Resolve the privacy settings for this run, set ``args`` for DP-SGD and hook the model's adapters."""
+    require("privacy", what="privacy: DP-SGD training")
     t = cfg.training
     privacy = resolve_privacy(cfg.privacy, train_rows, t.per_device_train_batch_size, t.gradient_accumulation_steps,
                               t.num_train_epochs, t.max_steps)  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ExportError
+from lmtune.extras import require
 from lmtune.files import atomic_write_json, atomic_write_text, current_umask, make_staging_folder
 from lmtune.shipping import check, gate
 from lmtune.shipping.card import model_card
@@ -59,6 +60,7 @@ def export(
     if adapter_only and fmt != "gguf":
         raise ExportError("--adapter-only goes with --format gguf (as an HF adapter, the run folder is the export)")
     if fmt == "gguf":
+        require("gguf", what="lmtune export --format gguf")
         from lmtune.shipping.gguf import GGUF_QUANTS, check_gguf_supported
 
         if (quant or "f32") not in GGUF_QUANTS:

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ExportError
-from lmtune.shipping.gguf.types import GGUF_QUANTS
-
-HF_QUANTS = ("int8",)
+from lmtune.extras import require
+from lmtune.shipping.quants import GGUF_QUANTS, HF_QUANTS
 
 
 def check_hf_quant(quant: str | None) -> None:
@@ -23,10 +22,7 @@ def check_hf_quant(quant: str | None) -> None:
             f"GGUF types {', '.join(GGUF_QUANTS)} go with --format gguf)"
         )
     if quant is not None:
-        try:
-            import torchao  # noqa: F401
-        except ImportError:
-            raise ExportError("--quant int8 needs torchao: pip install torchao") from None
+        require("int8", what=f"lmtune export --quant {quant}")
 
 
 def quantize_int8(float_folder: Path, target: Path) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ConfigError, LmtuneError
+from lmtune.extras import require
 
 
 def add_parser(verbs: Any) -> None:
@@ -24,6 +25,7 @@ def add_parser(verbs: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    require("sweep", what="lmtune sweep")  # before the config is read or the sweep folder made
     import optuna
 
     from lmtune.config import apply_override, read_yaml, validate_config

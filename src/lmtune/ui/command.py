@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lmtune.errors import LmtuneError
+from lmtune.extras import require
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -31,7 +32,9 @@ def run_ui(host: str, port: int, runs: Path, model: str | None = None) -> None:
 
     Raises:
         LmtuneError: the port is in use or cannot be bound, or ``runs`` is a file.
+        MissingExtraError: the ui extra (fastapi, uvicorn) is not installed.
     """
+    require("ui", what="lmtune ui")
     import uvicorn
 
     from lmtune.config import EMBEDDED_MODEL

@@ -25,8 +25,9 @@ import numpy as np
 
 from lmtune.errors import ExportError
 from lmtune.shipping.gguf.families import FAMILIES, Family, Tensor, family_for
-from lmtune.shipping.gguf.types import FILE_TYPES, GGUF_QUANTS, encode, tensor_types
+from lmtune.shipping.gguf.types import FILE_TYPES, encode, tensor_types
 from lmtune.shipping.gguf.vocab import Vocabulary, vocabulary
+from lmtune.shipping.quants import GGUF_QUANTS
 
 SUPPORTED_ARCHITECTURES = tuple(FAMILIES)  # transformers' model_type values lmtune writes
 

@@ -21,7 +21,6 @@ from lmtune.shipping.gguf.kmix import K_QUANT_FILE_TYPES, K_QUANTS, counts_as_70
 
 Q = gguf.GGMLQuantizationType
 T = gguf.MODEL_TENSOR
-GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 FILE_TYPES = {
     "f32": gguf.LlamaFileType.ALL_F32,
     "f16": gguf.LlamaFileType.MOSTLY_F16,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import ExportError
+from lmtune.extras import require
 
 GRACE_S = 3
 
@@ -83,6 +84,7 @@ def model_name(target: str) -> str:
 
 def serve(target: str, host: str = "127.0.0.1", port: int = 8000, echo: Any = print) -> None:
     """Serve ``target`` until interrupted (Ctrl-C)."""
+    require("serve", what="lmtune serve")  # before a run is merged or a port taken
     import uvicorn
 
     from lmtune.shipping.serve.app import build_app
