@@ -48,7 +48,7 @@ def privacy_problem(cfg: Any) -> str | None:
     """Why ``cfg`` cannot train privately (None when it can); each reason names the key to change."""
     t = cfg.training
     if cfg.objective != "sft":
-        return f"objective: {cfg.objective}: private training is for objective sft (one example, one answer)"
+        return f"privacy: objective {cfg.objective} does not use it; private training is for objective sft (one example, one answer)"  # noqa: E501
     if cfg.method not in PRIVATE_METHODS:
         return f"method: {cfg.method}: private training uses {', '.join(PRIVATE_METHODS)} (per-example gradients)"
     if t.packing:
