@@ -22,6 +22,7 @@ from lmtune import build, pipeline, preflight
 from lmtune.config import ModelConfig, validate_config
 from lmtune.errors import ConfigError
 from lmtune.methods import METHODS, PEFT_METHODS, MethodContext, apply_method, count_parameters
+from lmtune.methods import SECTIONS as METHOD_SECTIONS
 from lmtune.models import load_model
 
 # names of the parameters each PEFT family adds (and nothing else may be trained)
@@ -57,16 +58,20 @@ def data_files(tmp_path: Path) -> tuple[Path, Path]:
 def method_raw(model_dir: Path, data: tuple[Path, Path], out: Path, method: str) -> dict[str, Any]:
     """A run config for ``method``, sized for a few seconds on a tiny model."""
     train, held_out = data
-    return {
-        "seed": 0,
-        "model": {"name": str(model_dir), "dtype": "float32"},
-        "method": method,
+    sections = {
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
         "freeze": {"last_n_layers": 1, "modules": ["norm"]},
         "adalora": {"init_r": 4, "target_r": 2, "tinit": 1, "tfinal": 1, "dropout": 0.0},
         "prompt_tuning": {"num_virtual_tokens": NUM_VIRTUAL},
         "p_tuning": {"num_virtual_tokens": NUM_VIRTUAL, "encoder_hidden_size": 16},
         "prefix_tuning": {"num_virtual_tokens": NUM_VIRTUAL},
+    }
+    own = METHOD_SECTIONS.get(method)  # a section the method does not read is an error
+    return {
+        "seed": 0,
+        "model": {"name": str(model_dir), "dtype": "float32"},
+        "method": method,
+        **({own: sections[own]} if own in sections else {}),
         "data": {"train": str(train), "eval": str(held_out), "max_length": 64},
         "training": {
             "output_dir": str(out),
@@ -242,7 +247,8 @@ def test_method_round_trip(monkeypatch, tmp_path, tiny_llama_dir, tokenizer, dat
 @pytest.mark.parametrize("method", ["lora", "prefix_tuning"])
 def test_gpt2_style_model(monkeypatch, tmp_path, tiny_gpt2_dir, tokenizer, data_files, method):
     raw = method_raw(tiny_gpt2_dir, data_files, tmp_path / "run", method)
-    raw["lora"]["target_modules"] = None  # PEFT's default for gpt2: c_attn
+    if "lora" in raw:
+        raw["lora"]["target_modules"] = None  # PEFT's default for gpt2: c_attn
     seen = check_method_run(monkeypatch, tiny_gpt2_dir, tokenizer, raw)
     names = [n for n, p in seen["model"].named_parameters() if p.requires_grad]
     if method == "lora":

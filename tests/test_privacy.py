@@ -197,7 +197,7 @@ def test_a_target_epsilon_is_reached_and_not_exceeded(tmp_path, tiny_llama_dir):
     assert metrics["privacy"]["noise_multiplier"] > 0
 
 
-def test_an_interrupted_private_run_resumes_with_the_accountants_state(tmp_path, tiny_llama_dir, monkeypatch):
+def test_an_interrupted_private_run_resumes_with_the_accountants_state(tmp_path, tiny_llama_dir):
     from transformers import TrainerCallback
 
     import lmtune.pipeline as pipeline
@@ -211,13 +211,10 @@ def test_an_interrupted_private_run_resumes_with_the_accountants_state(tmp_path,
             if state.global_step == 3:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    train = pipeline.train
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: train(*a, **{**k, "callbacks": [CtrlCAtStep3()]}))
     with pytest.raises(Interrupted):
-        pipeline.finetune(validate_config(raw), echo=lambda *_: None)
+        pipeline.finetune(validate_config(raw), echo=lambda *_: None, callbacks=[CtrlCAtStep3()])
     state = json.loads((tmp_path / "run" / "checkpoint-3" / "privacy_state.json").read_text())
     assert sum(h[2] for h in state["accountant"]["history"]) == 3
-    monkeypatch.setattr(pipeline, "train", train)
     metrics = pipeline.finetune(validate_config(raw), resume=True, echo=lambda *_: None)
     assert metrics["run"]["resumed_from"] == "checkpoint-3" and metrics["privacy"]["steps"] == 6
 

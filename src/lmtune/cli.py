@@ -24,13 +24,13 @@ DEMO_DATA = "data/demo"
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
-    from lmtune.config import load_config
     from lmtune.launch.command import launch_of, worker_argv
     from lmtune.launch.torchrun import launch_workers
     from lmtune.pipeline import finetune
+    from lmtune.preflight import load_run_config
     from lmtune.stages import run_stages
 
-    cfg = load_config(args.config, args.set or [])
+    cfg = load_run_config(args.config, args.set or [])
     if (launch := launch_of(args)).needed:
         _check_before_launch(cfg, args, world_size=launch.nproc * launch.nnodes)
         return launch_workers(launch, worker_argv(args))  # the workers' exit status
@@ -53,10 +53,10 @@ def _check_before_launch(cfg: Any, args: argparse.Namespace, world_size: int) ->
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from lmtune.config import load_config
     from lmtune.plan.command import plan_run
+    from lmtune.preflight import load_run_config
 
-    plan_run(load_config(args.config, args.set or []), memory_budget=_budget(args))
+    plan_run(load_run_config(args.config, args.set or []), memory_budget=_budget(args))
 
 
 def _budget(args: argparse.Namespace) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.build import load_for_training
-from lmtune.config import RunConfig, dump_config
+from lmtune.config import RunConfig
 from lmtune.data.cache import tokenizer_digest
 from lmtune.data.check import write_data_report
 from lmtune.data.encode import Encoder
@@ -24,7 +24,7 @@ from lmtune.evaluate.run import metric_settings
 from lmtune.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from lmtune.launch import ranks
 from lmtune.methods import MethodContext, apply_method, count_parameters, settings
-from lmtune.objectives import Objective, Task, dump_exclusions, objective_of
+from lmtune.objectives import Objective, Task, config_text, objective_of
 from lmtune.preflight import preflight, refuse_distributed
 from lmtune.provenance import RECORD
 from lmtune.report import forgetting_line, privacy_line, text_table, write_reports
@@ -214,7 +214,7 @@ def finish_run(
 def write_run_inputs(out: Path, cfg: RunConfig, record: dict[str, Any], data: TaskData) -> None:
     """What the run starts from: run record, resolved config, data report, the test split."""
     atomic_write_json(out / RECORD, record)
-    atomic_write_text(out / "config.yaml", dump_config(cfg, exclude=dump_exclusions(cfg)))
+    atomic_write_text(out / "config.yaml", config_text(cfg))
     write_data_report(out / DATA_REPORT, data.report)
     if data.test:
         atomic_write_jsonl(out / "test.jsonl", [example_row(ex) for ex in data.test])

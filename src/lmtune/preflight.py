@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.build import check_data_fits, check_device
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, load_config
+from lmtune.config.loader import stage_configs
 from lmtune.data.general import check_reference
 from lmtune.data.prepare import TaskData, load_task_data
 from lmtune.errors import ConfigError
@@ -20,6 +21,17 @@ from lmtune.objectives import check_keys
 from lmtune.objectives.rewards import import_function
 from lmtune.provenance import run_record
 from lmtune.run_folder import resume_point
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """``lmtune train`` / ``plan``'s config: validated, and every key it sets read by its objective and method
+    (each stage's too); a problem is one line naming the file."""
+    cfg = load_config(path, overrides)
+    where = str(path) if path else "config"
+    check_keys(cfg, where)
+    for i, (name, stage) in enumerate(stage_configs(cfg) if cfg.stages else []):
+        check_keys(stage, f"{where}: stages[{i}] ({name})")
+    return cfg
 
 
 @dataclass

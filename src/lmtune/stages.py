@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig, dump_config
+from lmtune.config import RunConfig
 from lmtune.config.loader import stage_configs
 from lmtune.errors import ConfigError
 from lmtune.files import atomic_write_json, atomic_write_text
+from lmtune.objectives import config_text
 from lmtune.pipeline import finetune
 from lmtune.report import text_table, write_reports
 from lmtune.run_folder import prepare_run_folder
@@ -37,7 +38,7 @@ def run_stages(cfg: RunConfig, overwrite: bool = False, echo: Any = print) -> di
         "finetuned": rows[-1]["finetuned"],
         "train_time_s": sum(r["train_time_s"] for r in rows),
     }
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_text(out / "config.yaml", config_text(cfg))
     atomic_write_json(out / "metrics.json", combined)
     write_reports(out)
     echo("\n" + stage_table(combined))

@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lmtune.callbacks import Guard, JsonlLog, latest_name
 from lmtune.checkpoints import commit_checkpoint, rotate_checkpoints
 from lmtune.config import RunConfig, training_argument_names
 from lmtune.data.collate import packed_matches_alone
@@ -125,6 +124,8 @@ def guarded(trainer_class: type, keep_checkpoints: int | None) -> type:
     rotation is off (``save_total_limit`` is None in the arguments) and lmtune rotates after committing.
     """
 
+    from lmtune.callbacks import latest_name  # transformers loads with the callbacks, when a run trains
+
     class Guarded(trainer_class):
         def training_step(self, *args: Any, **kwargs: Any) -> Any:
             loss = super().training_step(*args, **kwargs)
@@ -149,6 +150,8 @@ def shared_callbacks(cfg: RunConfig, language_model_loss: bool = True) -> list[A
     """The callbacks of every run: the JSONL log, early stopping (when asked for), the memory trims."""
     from transformers import EarlyStoppingCallback
 
+    from lmtune.callbacks import JsonlLog
+
     t = cfg.training
     found = [JsonlLog(Path(t.output_dir) / TRAIN_LOG, perplexity=language_model_loss)]
     if t.early_stopping_patience:
@@ -168,6 +171,8 @@ def fit(trainer: Any, resume_from: Path | None = None, autocast_adapters: bool =
         TrainingStopped: a non-finite loss or gradient, or out of memory.
         Interrupted: Ctrl-C; a checkpoint of the last finished step was saved first.
     """
+    from lmtune.callbacks import Guard
+
     out = Path(trainer.args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

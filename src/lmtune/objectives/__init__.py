@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, dump_config
 from lmtune.config.objectives import OBJECTIVES as OBJECTIVE_NAMES
 from lmtune.errors import ConfigError
 from lmtune.methods import SECTIONS as METHOD_SECTIONS
@@ -30,7 +30,7 @@ OBJECTIVES: dict[str, Objective] = {
     "grpo": grpo.OBJECTIVE,
 }
 
-__all__ = ["OBJECTIVES", "Built", "Objective", "Task", "check_keys", "objective_of", "unused_keys"]
+__all__ = ["OBJECTIVES", "Built", "Objective", "Task", "check_keys", "config_text", "objective_of", "unused_keys"]
 
 
 def objective_of(cfg: RunConfig) -> Objective:
@@ -54,8 +54,13 @@ def check_keys(cfg: RunConfig, where: str = "config") -> None:
     """A key set in the config that this run does not read is an error (one line naming it and why)."""
     for key, who in unused_keys(cfg).items():
         if _is_set(cfg, key):
-            raise ConfigError(f"{where}: {key}: {who} does not use it; remove it (or choose an {_user(who)} "
+            raise ConfigError(f"{where}: {key}: {who} does not use it; remove it (or choose a{_user(who)} "
                               "that does)")  # fmt: skip
+
+
+def config_text(cfg: RunConfig) -> str:
+    """The resolved config as YAML without the keys the run does not read: it trains again as it is."""
+    return dump_config(cfg, exclude=dump_exclusions(cfg))
 
 
 def dump_exclusions(cfg: RunConfig) -> dict[str, Any]:
@@ -89,4 +94,4 @@ def _asks(value: Any) -> bool:
 
 
 def _user(who: str) -> str:
-    return who.split()[0]
+    return "n objective" if who.startswith("objective") else " method"

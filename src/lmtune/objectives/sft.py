@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.build import apply_speed_levers
-from lmtune.callbacks import GenerationDuringTraining
 from lmtune.config import RunConfig
 from lmtune.data.cache import tokenize_cached
 from lmtune.data.collate import PackCollator, PadCollator
@@ -62,6 +61,8 @@ def tune(model: Any, tokenizer: Any, task: Task, cfg: RunConfig, memory_budget: 
 def trainer(model: Any, tokenizer: Any, task: Task, cfg: RunConfig, callbacks: list, echo: Any) -> Built:
     """lmtune's Trainer: the loss on labelled positions only, in chunks, plus EWC's penalty when asked for."""
     from transformers import Trainer
+
+    from lmtune.callbacks import GenerationDuringTraining
 
     args = training_arguments(cfg)
     penalty = _ewc(model, task, tokenizer, cfg, echo)

@@ -30,6 +30,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     from lmtune.config import apply_override, read_yaml, validate_config
     from lmtune.config.sweep import direction_of, prunes
+    from lmtune.objectives import check_keys
     from lmtune.sweep.report import text_table, write_outputs
     from lmtune.sweep.storage import default_storage, open_storage, open_study, shown_url
     from lmtune.sweep.study import Sweep, run_trials
@@ -38,6 +39,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     for item in args.set or []:
         apply_override(raw, item)
     cfg = validate_config(raw, args.config)  # the search space too: a bad one stops here, nothing written
+    check_keys(cfg, args.config)  # a key its objective or method does not read, before the first trial
     if cfg.sweep is None:
         raise ConfigError(f"{args.config}: no sweep section (what to search: see configs/sweep-demo.yaml)")
     if cfg.stages:

@@ -19,12 +19,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lmtune.config import RunConfig, dump_config, validate_config
+from lmtune.config import RunConfig, validate_config
 from lmtune.config.space import key_type, with_value, without_sweep
 from lmtune.config.sweep import prunes
 from lmtune.errors import LmtuneError
 from lmtune.files import atomic_write_text
 from lmtune.guards import Interrupted, TrainingStopped
+from lmtune.objectives import config_text
 from lmtune.sweep.objective import objective_value
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -170,7 +171,7 @@ def write_best_config(sweep: Sweep, study: Any) -> Path | None:
     path = sweep.folder / "best.yaml"
     cfg = sweep.trial_config(best.params, sweep.folder / "best")
     header = f"# best trial {best.number} of study {study.study_name}: {sweep.objective} = {best.value:.6g}\n"
-    atomic_write_text(path, header + dump_config(cfg))
+    atomic_write_text(path, header + config_text(cfg))  # trains again as it is
     return path
 
 

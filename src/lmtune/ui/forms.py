@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from lmtune.config import RunConfig, apply_override, read_yaml, validate_config
 from lmtune.errors import ConfigError
+from lmtune.objectives import check_keys
 
 OPEN_SECTIONS = ("model", "data", "training", "eval", "lora")
 """Sections shown unfolded; the others (other methods and objectives) start folded."""
@@ -174,7 +175,9 @@ def check_form(lines: list[str], where: str) -> tuple[str, RunConfig | None, str
         return "", None, f"lmtune: error: {e}"
     text = config_yaml(raw)
     try:
-        return text, validate_config(raw, where), None
+        cfg = validate_config(raw, where)
+        check_keys(cfg, where)  # a key the objective or method does not read, said as lmtune train says it
+        return text, cfg, None
     except ConfigError as e:
         return text, None, f"lmtune: error: {e}"
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.checkpoints import latest_checkpoint
-from lmtune.config import RunConfig, dump_config, read_yaml, validate_config
+from lmtune.config import RunConfig, read_yaml, validate_config
 from lmtune.errors import ConfigError
 from lmtune.files import atomic_write_json, atomic_write_text
+from lmtune.objectives import config_text
 from lmtune.run_folder import TRAIN_LOG
 
 UI_FOLDER = ".ui"
@@ -146,7 +147,7 @@ class Jobs:
         preflight(cfg, overwrite=False, resume=resume)
         self.jobs.mkdir(parents=True, exist_ok=True)
         config = self.jobs / f"{name}.yaml"
-        atomic_write_text(config, dump_config(cfg))
+        atomic_write_text(config, config_text(cfg))
         command = [sys.executable, "-m", "lmtune", "train", str(config)] + (["--resume"] if resume else [])
         log = (self.jobs / f"{name}.log").open("ab")
         log.write(f"$ lmtune train {config}{' --resume' if resume else ''}\n".encode())
