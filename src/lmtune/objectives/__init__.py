@@ -53,9 +53,10 @@ def unused_keys(cfg: RunConfig) -> dict[str, str]:
 def check_keys(cfg: RunConfig, where: str = "config") -> None:
     """A key set in the config that this run does not read is an error (one line naming it and why)."""
     for key, who in unused_keys(cfg).items():
-        if _is_set(cfg, key):
-            raise ConfigError(f"{where}: {key}: {who} does not use it; remove it (or choose a{_user(who)} "
-                              "that does)")  # fmt: skip
+        if asked := _asked(cfg, key):
+            them = "them" if len(asked) > 1 else "it"
+            raise ConfigError(f"{where}: {', '.join(asked)}: {who} does not use {them}; remove {them} (or choose "
+                              f"a{_user(who)} that does)")  # fmt: skip
 
 
 def config_text(cfg: RunConfig) -> str:
@@ -75,18 +76,18 @@ def dump_exclusions(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _is_set(cfg: RunConfig, key: str) -> bool:
-    """Whether the config asks for ``key``: written in it with a value that turns something on.
+def _asked(cfg: RunConfig, key: str) -> list[str]:
+    """The keys under ``key`` the config asks for: written in it with a value that turns something on.
 
     Writing ``null``, ``false``, ``0`` or ``[]`` for a feature the run does not have asks for nothing, so a
     config that switches such a feature off explicitly still loads.
     """
     section, _, name = key.partition(".")
     if section not in cfg.model_fields_set or getattr(cfg, section) is None:
-        return False
+        return []
     value = getattr(cfg, section)
-    names = [name] if name else list(value.model_fields_set)
-    return any(n in value.model_fields_set and _asks(getattr(value, n)) for n in names)
+    names = [name] if name else [n for n in type(value).model_fields if n in value.model_fields_set]
+    return [f"{section}.{n}" for n in names if n in value.model_fields_set and _asks(getattr(value, n))]
 
 
 def _asks(value: Any) -> bool:
