@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,22 @@ def open_in_chromium(page_file: Path, screenshot: Path) -> dict[str, Any]:
         finally:
             browser.close()
     return seen
+
+
+def lmtune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m lmtune ARGS`` in its own process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training line of a run's train_log.jsonl."""
+    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    return [(x["step"], x["loss"]) for x in lines if "loss" in x]
+
+
+PAIRS = [
+    {"prompt": f"Add {a} and {b}.", "chosen": f"{a} plus {b} is {a + b}.", "rejected": f"{a} plus {b} is {a + b + 3}."}
+    for a in range(4)
+    for b in range(4)
+]
+"""Preference pairs for tiny runs: the right sum chosen over a wrong one."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import tiny_run_raw
+from helpers import lmtune, losses, tiny_run_raw
 
 from lmtune.build import SHARDED_ON_CPU, check_device
 from lmtune.config import load_config
@@ -37,15 +37,6 @@ def write_config(tmp_path: Path, tiny_llama_dir: Path, task_files: Any, name: st
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def lmtune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def losses(run: Path) -> list[tuple[int, float]]:
-    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    return [(x["step"], x["loss"]) for x in lines if "loss" in x]
 
 
 def adapter(run: Path) -> dict[str, Any]:

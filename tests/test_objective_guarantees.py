@@ -17,15 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import tiny_run_raw, write_jsonl
+from helpers import PAIRS, lmtune, losses, tiny_run_raw, write_jsonl
 
 from lmtune.checkpoints import COMMITTED
 
-PAIRS = [
-    {"prompt": f"Add {a} and {b}.", "chosen": f"{a} plus {b} is {a + b}.", "rejected": f"{a} plus {b} is {a + b + 3}."}
-    for a in range(4)
-    for b in range(4)
-]
 HELD_OUT = [
     {"prompt": f"Add {a} and {b}.", "chosen": f"{a} plus {b} is {a + b}.", "rejected": f"{a} plus {b} is {a + b + 3}."}
     for a, b in ((5, 1), (2, 7), (6, 6), (8, 0))
@@ -47,15 +42,6 @@ def write_run(tmp_path: Path, model_dir: Path, name: str, objective: str, held: 
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def lmtune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def losses(run: Path) -> list[tuple[int, float]]:
-    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    return [(x["step"], x["loss"]) for x in lines if "loss" in x]
 
 
 def weights(run: Path) -> dict[str, Any]:

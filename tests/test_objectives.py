@@ -9,17 +9,12 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import tiny_run_raw, write_jsonl
+from helpers import PAIRS, tiny_run_raw, write_jsonl
 
 from lmtune.config import validate_config
 from lmtune.errors import ConfigError, DataError
 from lmtune.pipeline import finetune
 
-PAIRS = [
-    {"prompt": f"Add {a} and {b}.", "chosen": f"{a} plus {b} is {a + b}.", "rejected": f"{a} plus {b} is {a + b + 3}."}
-    for a in range(4)
-    for b in range(4)
-]
 HELD_OUT = [
     {"prompt": f"Add {a} and {b}.", "chosen": f"{a} plus {b} is {a + b}.", "rejected": f"It is {a * b + 7}."}
     for a, b in ((5, 1), (2, 7), (6, 6), (8, 0))
