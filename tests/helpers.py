@@ -125,8 +125,18 @@ def open_in_chromium(page_file: Path, screenshot: Path) -> dict[str, Any]:
 
 
 def lmtune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m lmtune ARGS`` in its own process, its output captured."""
-    return subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True, timeout=timeout)
+    """``python -m lmtune ARGS`` in its own process, its output captured; a command that does not end in
+    ``timeout`` seconds fails the test with what it printed (where it was stuck)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        said = "\n".join(_text(x)[-3000:] for x in (e.stdout, e.stderr))
+        raise AssertionError(f"lmtune {' '.join(args)}: still running after {timeout} s; it printed:\n{said}") from None
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def losses(run: Path) -> list[tuple[int, float]]:

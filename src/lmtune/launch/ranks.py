@@ -91,8 +91,19 @@ def any_rank(flag: bool) -> bool:
 
 
 def close() -> None:
+    """Leave the process group: every rank calls this at the same point of the run, and they leave together.
+
+    A rank whose peers had already gone could hang in freeing what still held the group (the DDP wrapper
+    of a finished Trainer): about one finished two-process run in ten never returned (rank 0 stuck after
+    its work was done, pytorch/pytorch#75097). So every rank frees those first (garbage-collected here),
+    then all meet at a barrier and destroy the group while the others are still connected.
+    """
     if distributed():
+        import gc
+
         import torch.distributed as dist
 
         if dist.is_initialized():
+            gc.collect()
+            dist.barrier()
             dist.destroy_process_group()
