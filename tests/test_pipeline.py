@@ -74,6 +74,10 @@ def check_run_folder(out: Path, metrics: dict[str, Any]) -> None:
     assert saved == json.loads(json.dumps(metrics))
     assert {"base", "finetuned", "train_time_s", "run", "metric_settings"} <= set(saved)
     assert saved["train_time_s"] > 0
+    phases = saved["run"]["phases_s"]  # where the run's time went, in the order of the run
+    assert list(phases) == ["checks_and_data", "model_and_tokens", "method_and_plan", "base_evaluation",
+                            "training_and_save", "final_evaluation"]  # fmt: skip
+    assert all(v >= 0 for v in phases.values()) and phases["training_and_save"] >= saved["train_time_s"]
     check_metrics_shape(saved["base"])
     check_metrics_shape(saved["finetuned"])
     assert saved["run"]["steps"] == 3

@@ -7,6 +7,7 @@ Stages talk through files in the run folder (``training.output_dir``).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def finetune(
     config, data file or model name leaves nothing behind.  An unfinished run of the same
     config and data in ``training.output_dir`` resumes from its latest committed checkpoint.
     """
+    laps = Laps()
     objective = objective_of(cfg)
     if cfg.privacy is not None:
         refuse_distributed("privacy")
@@ -64,6 +66,7 @@ def finetune(
     checked = preflight(cfg, overwrite, resume)
     data, record, checkpoint = checked.data, checked.record, checked.checkpoint
     judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
+    laps("checks_and_data")
     ranks.barrier()  # every rank has checked the run folder before rank 0 changes it
     if not ranks.is_main():
         echo = _quiet
@@ -76,6 +79,7 @@ def finetune(
         d = cfg.data
         encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
         task = objective.prepare(cfg, data, encoder, tokenizer)
+    laps("model_and_tokens")
     reference = reference_rows(encoder, cfg.eval.reference) if objective.head == "causal" else []
     ctx = MethodContext(total_steps=total_steps(task.train_count, cfg), base_path=base)
     model = (objective.attach or apply_method)(model, cfg, ctx)
@@ -86,6 +90,7 @@ def finetune(
         cfg, levers, lines = objective.tune(model, tokenizer, task, cfg, memory_budget)
     elif objective.lever_note:
         lines = [objective.lever_note.format(name=objective.name)]
+    laps("method_and_plan")
     if ranks.is_main():
         if checkpoint:
             echo(f"resuming from {checkpoint} (same config, data and model as when the run started)")
@@ -111,6 +116,7 @@ def finetune(
                 "threshold_percent": cfg.eval.forgetting_threshold,
             }
             metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
+    laps("base_evaluation")
     trainable, total = count_parameters(model)
     echo(
         f"method: {cfg.method}, trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.2f}%), "
@@ -123,8 +129,10 @@ def finetune(
     trainer = result.pop("trainer")
     if not (objective.save and objective.save(trainer, model, tokenizer, out)):
         save_weights(trainer, tokenizer, out)
-    if not ranks.is_main():  # rank 0 evaluates and writes the rest; the others are done
-        ranks.close()
+    laps("training_and_save")
+    del trainer  # the DDP wrapper and the optimizer go now, while the other ranks are still connected
+    ranks.close()  # the ranks are done together; rank 0 evaluates and writes the rest alone
+    if not ranks.is_main():
         return {}
 
     echo("evaluating the fine-tuned model ...")
@@ -137,6 +145,7 @@ def finetune(
     if judge:
         echo(f"scoring answers with the reward model {cfg.eval.reward_model} ...")
         add_rewards(judge, metrics, predictions, cfg)
+    laps("final_evaluation")
     metrics["train_time_s"] = result.pop("train_time_s")
     if "privacy" in result:  # top level: the guarantee is about the whole run, next to what it cost
         metrics["privacy"] = result.pop("privacy")
@@ -164,12 +173,22 @@ def finetune(
         "eval_source": data.eval_source,
         **result,
         "resumed_from": checkpoint.name if checkpoint else None,
+        "phases_s": laps.seconds,  # where the run's time went (the report is written after)
         "versions": record["versions"],
         "git_commit": (record["git"] or {}).get("commit"),
     }
-    done = finish_run(out, cfg, metrics, predictions, judge is not None, echo)
-    ranks.close()
-    return done
+    return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
+
+
+class Laps:
+    """Wall seconds of each part of a run, in order: ``laps("name")`` closes the part that ends here."""
+
+    def __init__(self) -> None:
+        self.last, self.seconds = time.perf_counter(), {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.last = round(now - self.last, 2), now
 
 
 def _train(objective: Objective, model: Any, tokenizer: Any, task: Task, cfg: RunConfig, callbacks: list,

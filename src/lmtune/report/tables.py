@@ -167,6 +167,9 @@ def run_lines(metrics: dict[str, Any]) -> list[str]:
         f"mean train loss {(loss if loss is not None else float('nan')):.4f}",
         f"held-out set: {run.get('eval_source')}",
     ]
+    phases = run.get("phases_s") or {}
+    if phases:  # where the run's time went
+        lines.append("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in phases.items()))
     return lines + ([early_stopping_line(run)] if early_stopping_line(run) else [])
 
 
