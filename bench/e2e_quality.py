@@ -112,6 +112,11 @@ def main() -> None:
         "train_time_s": round(metrics["train_time_s"], 1),
         "train_tokens": data_report["tokens"]["total"],
         "wall_s": round(wall, 1),
+        # where the wall time went: the run's own phases, and the rest (start-up, imports, the report)
+        "phases_s": {
+            **metrics["run"].get("phases_s", {}),
+            "startup_and_report": round(wall - sum(metrics["run"].get("phases_s", {}).values()), 1),
+        },
         "machine": cpu_model() or platform.machine(),
     }
     print(json.dumps(result, indent=2))

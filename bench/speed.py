@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Training speed and memory: lmtune against the seed recipe, side by side, in one run.
+"""Training speed and memory: lmtune against the seed recipe and the best peer, side by side, in one run.
 
 For each dataset the seed recipe (``../shared/bench/seed_recipe.py``: HF Trainer, pad to
-max_length, float32) and ``lmtune train`` run as separate processes on the same model (the
-embedded SmolLM2-135M-Instruct, the same cached Hugging Face copy), the same examples, epochs,
-batch size, learning rate, LoRA settings and seed.  Both train on the same text, every token
-(``prompt + "\\n" + completion``, lmtune reading it as ``text`` rows).  Both saved models are then
-scored by one function here, on the same held-out texts, so the eval losses compare like for like.
+max_length, float32), the best peer (``bench/trl_peer.py``: TRL ``SFTTrainer`` with bf16 autocast
+where the CPU has fast bfloat16, packing, SDPA; LoRA runs only) and ``lmtune train`` run as separate
+processes on the same model (the embedded SmolLM2-135M-Instruct, the same cached Hugging Face copy),
+the same examples, epochs, batch size, learning rate, LoRA settings and seed.  All train on the same
+text, every token (``prompt + "\\n" + completion`` as ``text`` rows, so TRL's completion-only loss has
+no prompt to mask).  The saved models are then scored by one function here, on the same held-out
+texts, so the eval losses compare like for like.
 
 Measured per run: train wall time, real (non-padding) tokens per second, peak resident memory of
 the process (``wait4``), eval loss; and the achieved FLOP/s of training against a matmul peak
@@ -34,6 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SEED_RECIPE = SHARED / "bench" / "seed_recipe.py"
+TRL_PEER = ROOT / "bench" / "trl_peer.py"
+# the goals of issue 30, on CPU: LoRA >= 4x the seed and >= 3x TRL in real tokens/s at equal or lower held-out
+# loss, peak RSS <= 0.6x the seed's; full fine-tuning >= 2.5x the seed
+GOALS = {"lora_vs_seed": 4.0, "lora_vs_trl": 3.0, "rss_vs_seed": 0.6, "full_vs_seed": 2.5}
 RESULTS = ROOT / "bench" / "results"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 LMTUNE = "import sys; from lmtune.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -123,9 +129,23 @@ def run_seed(model_dir: Path, files: dict, method: str, a: argparse.Namespace, o
             "peak_rss_mb": peak, "own_eval_loss": r["eval_loss"], "saved": out}  # fmt: skip
 
 
+def run_trl(model_dir: Path, files: dict, a: argparse.Namespace, out: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(TRL_PEER), "--model", str(model_dir), "--train", str(files["train_text"]),
+           "--max-length", str(a.max_length), "--batch", str(a.batch), "--epochs", "1", "--lr", str(a.lr),
+           "--lora-r", str(LORA["r"]), "--lora-alpha", str(LORA["alpha"]),
+           "--lora-targets", ",".join(LORA["target_modules"]), "--packing", "--seed", "42",
+           "--save", str(out)]  # fmt: skip
+    stdout, peak = run_measured(cmd, ROOT)
+    r = json.loads(next(x for x in stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    return {"train_s": r["train_s"], "real_tokens": r["real_tokens"], "processed_tokens": r["real_tokens"],
+            "peak_rss_mb": peak, "saved": out, "dtype": "bfloat16" if r["bf16"] else "float32",
+            "recipe": r["recipe"]}  # fmt: skip
+
+
 def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra: list[str] = ()) -> dict[str, Any]:
+    lora_family = method in ("lora", "dora", "qlora")
     sets = [
-        f"method={method}", f"lora={json.dumps(LORA)}", "seed=42",
+        f"method={method}", *([f"lora={json.dumps(LORA)}"] if lora_family else []), "seed=42",
         f"data.train={files['train_text']}", f"data.eval={files['eval_text']}", "data.format=text",
         f"data.max_length={a.max_length}", "data.overlong=truncate", "data.dedup=false", "data.cache=false",
         f"training.output_dir={out}", f"training.per_device_train_batch_size={a.batch}",
@@ -135,7 +155,15 @@ def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra
         "eval.reference=null",
         *extra,
     ]  # fmt: skip
-    cmd = [sys.executable, "-c", LMTUNE, "train", str(ROOT / "configs" / "demo.yaml"), "--overwrite"]
+    import yaml
+
+    # the demo's config, less the lora section where the method does not read it (an unused section is an error)
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    if not lora_family:
+        config.pop("lora", None)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-c", LMTUNE, "train", str(path), "--overwrite"]
     for s in sets:
         cmd += ["--set", s]
     _, peak = run_measured(cmd, ROOT)
@@ -254,16 +282,21 @@ def compare(name: str, method: str, rows: int, a: argparse.Namespace, model_dir:
     files = write_files(work / name, train, held_out)
     print(f"[{name}/{method}] {len(train)} train rows: seed recipe ...", flush=True)
     seed = run_seed(model_dir, files, method, a, work / f"{name}-{method}-seed")
+    peer = None
+    if method == "lora" and not a.no_trl:
+        print(f"[{name}/{method}] TRL SFTTrainer ...", flush=True)
+        peer = run_trl(model_dir, files, a, work / f"{name}-{method}-trl")
     print(f"[{name}/{method}] lmtune ...", flush=True)
     ours = run_lmtune(files, method, a, work / f"{name}-{method}-lmtune", a.lmtune_set)
     texts = [f"{p}\n{c}" for p, c in held_out]
-    for r in (seed, ours):
+    for r in (seed, peer, ours) if peer else (seed, ours):
         r["eval_loss"] = eval_loss(model_dir, r.pop("saved"), texts, a.max_length)
         r["real_tokens_per_s"] = r["real_tokens"] / r["train_s"]
         mean_len = r["real_tokens"] / len(train)
         r["train_flops"] = training_flops(model_dir, r["processed_tokens"], mean_len, method == "full")
         r["achieved_gflops"] = r["train_flops"] / r["train_s"] / 1e9
-    return {"dataset": name, "method": method, "rows": len(train), "seed": seed, "lmtune": ours}
+    return {"dataset": name, "method": method, "rows": len(train), "seed": seed, **({"trl": peer} if peer else {}),
+            "lmtune": ours}  # fmt: skip
 
 
 def scaling(a: argparse.Namespace, work: Path) -> dict:
@@ -289,7 +322,7 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in results["comparisons"]:
-        for who in ("seed", "lmtune"):
+        for who in [w for w in ("seed", "trl", "lmtune") if w in c]:
             r = c[who]
             dtype = r.get("dtype", "float32")  # the seed recipe trains in float32
             util = 100 * r["achieved_gflops"] / peak[dtype]
@@ -305,6 +338,15 @@ def markdown(results: dict) -> str:
             f"**{o['peak_rss_mb'] / s['peak_rss_mb']:.2f}x** | "
             f"{100 * (o['eval_loss'] / s['eval_loss'] - 1):+.2f}% | |"
         )
+        if "trl" in c:
+            t = c["trl"]
+            lines.append(
+                f"| {c['dataset']} | {c['method']} | | **lmtune / TRL** | {o['train_s'] / t['train_s']:.2f}x | "
+                f"**{o['real_tokens_per_s'] / t['real_tokens_per_s']:.2f}x** | "
+                f"**{o['peak_rss_mb'] / t['peak_rss_mb']:.2f}x** | "
+                f"{100 * (o['eval_loss'] / t['eval_loss'] - 1):+.2f}% | |"
+            )
+    lines += ["", *goal_lines(results["comparisons"])]
     sc = results.get("scaling")
     if sc:
         lines += ["", f"Scaling: lmtune LoRA on {sc['rows'][0]} and {sc['rows'][1]} E2E rows took "
@@ -319,6 +361,35 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def goal_lines(comparisons: list[dict]) -> list[str]:
+    """Each ratio against the goals (met / missed, by how much)."""
+
+    def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
+        met = value >= goal if higher_is_better else value <= goal
+        return f"{value:.2f}x ({'met' if met else 'MISSED'}: goal {'>=' if higher_is_better else '<='} {goal}x)"
+
+    lines = ["Goals:"]
+    for c in comparisons:
+        s, o = c["seed"], c["lmtune"]
+        speed = o["real_tokens_per_s"] / s["real_tokens_per_s"]
+        where = f"- {c['dataset']} {c['method']}:"
+        if c["method"] == "full":
+            lines.append(f"{where} tokens/s vs seed {verdict(speed, GOALS['full_vs_seed'])}")
+            continue
+        rss = o["peak_rss_mb"] / s["peak_rss_mb"]
+        parts = [f"tokens/s vs seed {verdict(speed, GOALS['lora_vs_seed'])}",
+                 f"peak RSS vs seed {verdict(rss, GOALS['rss_vs_seed'], higher_is_better=False)}"]  # fmt: skip
+        if "trl" in c:
+            t = c["trl"]
+            # equal: within 0.1%, the run-to-run spread of these losses
+            loss = "equal or lower (met)" if o["eval_loss"] <= t["eval_loss"] * 1.001 else "higher (MISSED)"
+            versus_trl = o["real_tokens_per_s"] / t["real_tokens_per_s"]
+            parts += [f"tokens/s vs TRL {verdict(versus_trl, GOALS['lora_vs_trl'])}",
+                      f"held-out loss vs TRL {o['eval_loss']:.4f} vs {t['eval_loss']:.4f}, {loss}"]  # fmt: skip
+        lines.append(f"{where} " + "; ".join(parts))
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="e2e,demo,code_alpaca")
@@ -331,6 +402,7 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--no-trl", action="store_true", help="leave out the TRL peer")
     p.add_argument("--lmtune-set", action="append", default=[], metavar="KEY=VALUE", help="extra lmtune settings")
     p.add_argument("--output", default=str(RESULTS / "speed"))
     a = p.parse_args()
@@ -352,17 +424,18 @@ def main() -> None:
         "args": vars(a),
         "comparisons": [],
     }
-    for name in a.datasets.split(","):
-        results["comparisons"].append(compare(name, "lora", a.rows, a, model_dir, work))
-    if a.full_rows:
-        results["comparisons"].append(compare("e2e", "full", a.full_rows, a, model_dir, work))
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, method, rows in [*((n, "lora", a.rows) for n in a.datasets.split(",")),
+                               *([("e2e", "full", a.full_rows)] if a.full_rows else [])]:  # fmt: skip
+        results["comparisons"].append(compare(name, method, rows, a, model_dir, work))
+        # written after each comparison: what was measured stays if a later one fails
+        out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if a.scaling_rows:
         results["scaling"] = scaling(a, work)
     if a.generation_prompts:
         _, held_out = demo_pairs(8, a.generation_prompts)
         results["generation"] = generation_speed(model_dir, [q for q, _ in held_out], a.generation_tokens)
-    out = Path(a.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = markdown(results)
     out.with_suffix(".md").write_text(table)
