@@ -164,6 +164,8 @@ def make_models(check: Check) -> dict[str, Any]:
         AutoTokenizer.from_pretrained(tok_dir).save_pretrained(folder)
         made[name] = {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
         del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the stages' processes get the GPU's memory, not this one's cache
     return made
 
 
