@@ -100,6 +100,7 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((run / "metrics.json").read_text())
+    phases = metrics["run"].get("phases_s", {})
     data_report = json.loads((run / "data_report.json").read_text())
     result = {
         "name": a.name,
@@ -113,10 +114,7 @@ def main() -> None:
         "train_tokens": data_report["tokens"]["total"],
         "wall_s": round(wall, 1),
         # where the wall time went: the run's own phases, and the rest (start-up, imports, the report)
-        "phases_s": {
-            **metrics["run"].get("phases_s", {}),
-            "startup_and_report": round(wall - sum(metrics["run"].get("phases_s", {}).values()), 1),
-        },
+        "phases_s": {**phases, "startup_and_report": round(wall - sum(phases.values()), 1)},
         "machine": cpu_model() or platform.machine(),
     }
     print(json.dumps(result, indent=2))

@@ -143,7 +143,9 @@ def run_trl(model_dir: Path, files: dict, a: argparse.Namespace, out: Path) -> d
 
 
 def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra: list[str] = ()) -> dict[str, Any]:
-    lora_family = method in ("lora", "dora", "qlora")
+    from lmtune.methods import SECTIONS
+
+    lora_family = SECTIONS.get(method) == "lora"
     sets = [
         f"method={method}", *([f"lora={json.dumps(LORA)}"] if lora_family else []), "seed=42",
         f"data.train={files['train_text']}", f"data.eval={files['eval_text']}", "data.format=text",
@@ -157,10 +159,10 @@ def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra
     ]  # fmt: skip
     import yaml
 
-    # the demo's config, less the lora section where the method does not read it (an unused section is an error)
+    # the demo's config, less the method sections this method does not read (an unused section is an error)
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    if not lora_family:
-        config.pop("lora", None)
+    for section in set(SECTIONS.values()) - {SECTIONS.get(method)}:
+        config.pop(section, None)
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-c", LMTUNE, "train", str(path), "--overwrite"]

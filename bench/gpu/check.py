@@ -35,37 +35,16 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from inputs import DRY, ROOT, Sizes, make_models, seed_recipe, write_data  # bench/gpu/: the script's folder
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CARRY = HERE / "carry"  # what prepare.sh puts next to this script for the offline GPU machine
-SHARED = ROOT.parent / "shared"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 PEAK = "GPU_PEAK "
-
-
-@dataclass
-class Sizes:
-    rows: int = 2000
-    eval_rows: int = 64
-    max_length: int = 256
-    batch: int = 16
-    big: dict[str, Any] = field(default_factory=lambda: {  # SmolLM2-1.7B
-        "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
-        "num_key_value_heads": 32, "head_dim": 64})  # fmt: skip
-    small: dict[str, Any] = field(default_factory=dict)  # the embedded 135M model's own shape
-
-
-DRY = Sizes(rows=64, eval_rows=8, max_length=160, batch=8,
-            big={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "num_key_value_heads": 2, "head_dim": 16},
-            small={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "head_dim": 8})  # fmt: skip
 
 
 @dataclass
@@ -73,112 +52,21 @@ class Check:
     out: Path
     work: Path
     sizes: Sizes
-    dry: bool
     deadline: float
-    task: str = ""
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def left(self) -> float:
         return self.deadline - time.time()
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def tokenizer_folder() -> Path:
-    """SmolLM2's tokenizer: carried by prepare.sh to the GPU machine, else the embedded model's own folder."""
-    if (CARRY / "tokenizer" / "tokenizer.json").is_file():
-        return CARRY / "tokenizer"
-    sys.path.insert(0, str(ROOT / "src"))
-    from lmtune.models import resolve
-
-    return Path(resolve("smollm2-135m-instruct"))
-
-
-def seed_recipe() -> Path | None:
-    for candidate in (CARRY / "seed_recipe.py", SHARED / "bench" / "seed_recipe.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def task_rows(n: int) -> tuple[str, list[dict[str, str]]]:
-    """E2E rows (carried by prepare.sh, or ../shared/data), else lmtune's demo task (a clone without ../shared)."""
-    carried = CARRY / "e2e.jsonl"
-    if carried.is_file():
-        return "e2e", [json.loads(x) for x in carried.read_text(encoding="utf-8").splitlines()][:n]
-    shared = SHARED / "data" / "e2e" / "devset.csv"
-    if shared.is_file():
-        import csv
-        import random
-
-        with shared.open(encoding="utf-8") as f:
-            rows = [{"prompt": r["mr"], "completion": r["ref"]} for r in csv.DictReader(f)]
-        random.Random(0).shuffle(rows)  # the file is sorted by input
-        return "e2e", rows[:n]
-    sys.path.insert(0, str(ROOT / "src"))
-    from lmtune.data.demo import write_demo_data
-
-    folder = Path(tempfile.mkdtemp(prefix="gpu_check_demo_"))
-    train, held = write_demo_data(folder, n, 0, 0)
-    return "demo", [json.loads(x) for x in train.read_text(encoding="utf-8").splitlines()]
-
-
-def write_data(check: Check) -> dict[str, Path]:
-    s = check.sizes
-    check.task, rows = task_rows(s.rows + s.eval_rows)
-    train, held = rows[: s.rows], rows[s.rows :]
-    files = {"train": check.work / "train.jsonl", "eval": check.work / "eval.jsonl",
-             "pairs": check.work / "pairs.jsonl", "pairs_eval": check.work / "pairs_eval.jsonl"}  # fmt: skip
-    dump = lambda path, items: path.write_text("".join(json.dumps(r) + "\n" for r in items))  # noqa: E731
-    dump(files["train"], train)
-    dump(files["eval"], held)
-    # preference pairs: the reference sentence against another input's sentence
-    dump(files["pairs"], preference_pairs(train[: max(s.rows // 4, 16)]))
-    dump(files["pairs_eval"], preference_pairs(held))
-    return files
-
-
-def preference_pairs(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Each input's reference sentence, chosen, against another input's sentence, rejected."""
-    return [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rows[(i + 7) % len(rows)]["completion"]}
-            for i, r in enumerate(rows)]  # fmt: skip
-
-
-def make_models(check: Check) -> dict[str, Any]:
-    """Random weights of real shapes (bf16 on disk for the 1.7B shape), with SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tok_dir = tokenizer_folder()
-    made = {}
-    for name, shape in (("big", check.sizes.big), ("small", check.sizes.small)):
-        config = AutoConfig.from_pretrained(tok_dir)
-        for k, v in shape.items():
-            setattr(config, k, v)
-        torch.manual_seed(0)
-        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if name == "big" else torch.float32)
-        folder = check.work / name
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(tok_dir).save_pretrained(folder)
-        made[name] = {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the stages' processes get the GPU's memory, not this one's cache
-    return made
-
-
 # --------------------------------------------------------------------------- stages
 
 
-def run(check: Check, name: str, cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
+def run(check: Check, name: str, cmd: list[str], timeout: float) -> str:
     """One command with its time limit; its output in logs/NAME.log; the output, or RuntimeError."""
     log = check.out / "logs" / f"{name}.log"
     limit = max(min(timeout, check.left()), 1)
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit,
-                              env={**os.environ, **(env or {})})  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired as e:
         log.write_text(f"$ {' '.join(cmd)}\n{e.stdout or ''}\n{e.stderr or ''}\n(timed out after {limit:.0f} s)\n")
         raise RuntimeError(f"timed out after {limit:.0f} s") from None
@@ -392,16 +280,16 @@ def main(argv: list[str] | None = None) -> int:
         print("check.py: no CUDA device here; use --dry-run on CPU", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="lmtune_gpu_check_"))
-    check = Check(out, work, DRY if a.dry_run else Sizes(), a.dry_run, time.time() + a.budget_s)
+    check = Check(out, work, DRY if a.dry_run else Sizes(), time.time() + a.budget_s)
     report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "dry_run": a.dry_run, "sizes": vars(check.sizes), "stages": {}}  # fmt: skip
-    env = {"CUDA_VISIBLE_DEVICES": ""} if a.dry_run else {}
-    os.environ.update(env)
+    if a.dry_run:  # the stages' processes too: a CPU run even where a GPU is present
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         start = time.time()
-        files = write_data(check)
-        report["models"] = make_models(check)
-        report["setup_s"], report["task"] = round(time.time() - start, 1), check.task
+        report["task"], files = write_data(check.sizes, work)
+        report["models"] = make_models(check.sizes, work)
+        report["setup_s"] = round(time.time() - start, 1)
         wanted = set(a.only.split(",")) if a.only else None
         for name, needs_cuda, measure in stages(check, files):
             if wanted is not None and name not in wanted:
