@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EMBEDDED, EVAL_ROWS, TRAIN_ROWS, write_jsonl
+from helpers import EMBEDDED, EVAL_ROWS, TRAIN_ROWS, tiny_llama_config, write_jsonl
 
 BPE_TEXTS = ["Hello world!", "The answer is 2024, not 42.", "  spaces\tand\nnewlines  ", "naïve café 😀 <|im_end|>"]
 
@@ -89,23 +89,6 @@ def plain_tokenizer(embedded_dir: Path) -> Any:
     return tok
 
 
-def _tiny_llama_config(tokenizer: Any) -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-
-
 def _tiny_gpt2_config(tokenizer: Any) -> Any:
     from transformers import GPT2Config
 
@@ -134,7 +117,7 @@ def _save_model(config: Any, tokenizer: Any, folder: Path, seed: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
     """A Hugging Face folder with a tiny random Llama-style model (seeded) and the real tokenizer."""
-    return _save_model(_tiny_llama_config(tokenizer), tokenizer, tmp_path_factory.mktemp("tiny-llama"), seed=0)
+    return _save_model(tiny_llama_config(tokenizer), tokenizer, tmp_path_factory.mktemp("tiny-llama"), seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,25 @@ EVAL_ROWS = [
 ]
 
 
+def tiny_llama_config(tokenizer: Any, **overrides: Any) -> Any:
+    """The tiny random Llama-style model's config (conftest's ``tiny_llama_dir``), with ``overrides``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**{
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+        **overrides,
+    })  # fmt: skip
+
+
 def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method: str = "lora") -> dict[str, Any]:
     """A run config (as raw YAML data) sized so a run on a tiny model takes a few seconds.
 
@@ -70,7 +89,8 @@ def tiny_run_raw(model_dir: Path, train: Path, held_out: Path, out: Path, method
             "save_strategy": "no",
             "dataloader_num_workers": 0,
         },
-        "eval": {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4},
+        # the safety probe (on by default for chat models) has its own tests: tests/test_safety.py
+        "eval": {"max_samples": 4, "max_new_tokens": 8, "batch_size": 4, "safety": False},
     }
 
 

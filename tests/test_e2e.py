@@ -29,6 +29,8 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir, monkeyp
         f"data.eval={data / 'eval.jsonl'}",
         "eval.max_samples=4",
         "eval.max_new_tokens=16",
+        "eval.safety_limit=12",  # the demo's probe, smaller: 12 prompts per set, 8 tokens each
+        "eval.safety_max_new_tokens=8",
         f"training.output_dir={out}",
     ):
         argv += ["--set", setting]
@@ -46,6 +48,13 @@ def test_demo_config_trains_and_improves(tmp_path, capsys, embedded_dir, monkeyp
     evals = [line["step"] for line in log if "eval_loss" in line]
     assert evals[0] == 2 and set(evals) <= {2, 3}  # validation loss during training (and at its end)
     assert metrics["run"]["method"] == "lora"
+    # what tuning cost, as the demo measures it offline: the safety probe on (a chat model), the hub benchmarks
+    # skipped with a line each
+    for model in ("base", "finetuned"):
+        assert [metrics["safety"][model][s]["prompts"] for s in ("harmful", "lookalike")] == [12, 12]
+    assert sorted(metrics["benchmarks"]["skipped"]) == ["arc_easy", "hellaswag"]
+    assert "refusals: harmful requests, 12 (rule)" in printed and "benchmark hellaswag skipped: " in printed
+    assert len((out / "safety_finetuned.jsonl").read_text().splitlines()) == 24
     assert metrics["run"]["base_weights"] == str(embedded_dir)
     for m in (base, finetuned):
         assert m["generation"]["samples"] == 4

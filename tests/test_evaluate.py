@@ -16,8 +16,9 @@ from rouge_score import rouge_scorer
 from lmtune.config import METRICS
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import to_example
-from lmtune.data.prepare import TaskData, encode_all, summary, tokenize_task_data
-from lmtune.errors import ModelError
+from lmtune.data.held_out import encode_held_out
+from lmtune.data.prepare import TaskData, summary, tokenize_task_data
+from lmtune.errors import DataError, ModelError
 from lmtune.evaluate import metrics as M
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.metrics import ROUGE_TYPES, bleu, rouge
@@ -448,21 +449,24 @@ def test_long_held_out_text_is_kept_for_the_sliding_window(tokenizer, policy):
     assert tok.eval_examples == data.eval  # kept, whatever the policy
     assert len(tok.eval[1]["input_ids"]) == WINDOW  # its row, for whatever needs a row, is cut
     over = data.report["overlong"]
-    assert over["eval"] == {"dropped": 0, "truncated": 0, "tokens_cut": 0, "sliding_window": 1}
+    assert over["eval"] == {"dropped": 0, "cut": 0, "tokens_cut": 0, "max_tokens_cut": 0, "sliding_window": 1}
     # the training set is unchanged: the policy applies
     if policy == "drop":
         assert len(tok.train) == 1 and over["train"] == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
     else:
         assert len(tok.train) == 2
         assert over["train"] == {"dropped": 0, "truncated": 1, "tokens_cut": n_long - WINDOW}
-    assert "eval 0 dropped / 0 truncated / 1 scored by sliding window" in summary(data.report)
+    assert "eval 0 dropped / 0 cut / 1 scored by sliding window" in summary(data.report)
 
 
-def test_long_held_out_answers_still_follow_the_policy(tokenizer):
+def test_long_held_out_answers_are_never_dropped(tokenizer):
+    # no sliding window for an answer: it must fit in one row with some of its prompt, or the run stops
     encoder = Encoder(tokenizer, max_length=WINDOW)
-    long_answer = to_example({"prompt": "Tell me.", "completion": LONG_TEXT}, "prompt_completion")
-    rows, kept, cut = encode_all(encoder, [long_answer], "drop", keep_long_text=True)
-    assert kept == [] and cut == {"dropped": 1, "truncated": 0, "tokens_cut": 0}
+    long_answer = replace(
+        to_example({"prompt": "Tell me.", "completion": LONG_TEXT}, "prompt_completion"), source="e.jsonl:3"
+    )
+    with pytest.raises(DataError, match=r"^e\.jsonl:3: held-out answer is \d+ tokens; data.max_length=16 "):
+        encode_held_out(encoder, [long_answer])
 
 
 # --------------------------------------------------------------------------- reward model

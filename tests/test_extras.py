@@ -66,7 +66,9 @@ def test_pyproject_has_every_extra_of_the_table_and_all_gathers_them() -> None:
     optional = project["optional-dependencies"]
     for extra, modules in EXTRAS.items():
         assert extra in optional, f"pyproject.toml has no extra {extra!r}"
-        assert {canonicalize_name(Requirement(r).name) for r in optional[extra]} == set(modules), extra
+        assert {canonicalize_name(Requirement(r).name) for r in optional[extra]} == {
+            canonicalize_name(m) for m in modules
+        }, extra
     (gathered,) = [Requirement(r) for r in optional["all"]]
     assert gathered.name == "lmtune" and gathered.extras == set(EXTRAS)
     assert any(Requirement(r).name == "lmtune" and "all" in Requirement(r).extras for r in optional["dev"])

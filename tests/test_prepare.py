@@ -342,12 +342,12 @@ def test_too_few_prompts_to_hold_out_names_the_fix(jsonl):
 
 
 def test_each_held_out_answer_gets_a_row_and_counts_in_perplexity(tokenizer):
-    from lmtune.data.prepare import encode_held_out
+    from lmtune.data.held_out import encode_held_out
 
     grouped = Example(messages=ua("Q", "first"), references=("first", "second answer"))
     single = ex("P", "only")
-    rows, kept, owner, _ = encode_held_out(Encoder(tokenizer, max_length=64), [grouped, single])
-    assert kept == [grouped, single] and owner == [0, 0, 1]
+    rows, owner, _ = encode_held_out(Encoder(tokenizer, max_length=64), [grouped, single])
+    assert owner == [0, 0, 1]
     expected = [Encoder(tokenizer, max_length=64).encode(v) for v in (*grouped.each_reference(), single)]
     assert [list(r["input_ids"]) for r in rows] == [e["input_ids"] for e in expected]
 
@@ -361,10 +361,17 @@ def lengths_by_hand(tokenizer: Any, examples: list[Example]) -> list[int]:
     return [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
 
 
+def prompt_lengths_by_hand(tokenizer: Any, examples: list[Example]) -> list[int]:
+    """Tokens before the final answer: the template rendered up to and with the assistant header."""
+    rendered = [tokenizer.apply_chat_template(list(e.messages[:-1]), tokenize=False, add_generation_prompt=True)
+                for e in examples]  # fmt: skip
+    return [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+
+
 @pytest.fixture
 def overlong_data(jsonl) -> tuple[DataConfig, list[dict[str, Any]]]:
     train = [pc(f"Question number {i}.", " ".join(["word"] * (3 * i + 1))) for i in range(6)]
-    held_out = [pc("Held out short.", "ok"), pc("Held out long.", " ".join(["word"] * 40))]
+    held_out = [pc("Held out short.", "ok"), pc("Held out long: " + " ".join(["word"] * 40), "ok")]
     return dc(str(jsonl("t.jsonl", train)), eval=str(jsonl("e.jsonl", held_out))), train
 
 
@@ -379,15 +386,19 @@ def test_overlong_drop_and_truncate_with_exact_counts(tokenizer, overlong_data):
     eval_over = [n - limit for n in eval_len if n > limit]
     assert len(over) == 2 and len(eval_over) == 1
 
+    # the held-out long row is kept under either policy, the middle of its prompt cut
+    held_out_cut = {"dropped": 0, "cut": 1, "tokens_cut": eval_over[0], "max_tokens_cut": eval_over[0]}
+
     data = load_task_data(cfg, seed=0)
     tok = tokenize_task_data(Encoder(tokenizer, max_length=limit), data, "drop")
     assert [len(r["input_ids"]) for r in tok.train] == train_len[:4]
-    assert tok.eval_examples == data.eval[:1]
+    assert tok.eval_examples == data.eval
+    assert [len(r["input_ids"]) for r in tok.eval] == [eval_len[0], limit]
     assert data.report["overlong"] == {
         "policy": "drop",
         "max_length": limit,
         "train": {"dropped": 2, "truncated": 0, "tokens_cut": 0},
-        "eval": {"dropped": 1, "truncated": 0, "tokens_cut": 0},
+        "eval": held_out_cut,
     }
     assert (
         f"train: 2 row(s) dropped and 0 truncated at data.max_length={limit} (data.overlong: drop)"
@@ -399,19 +410,33 @@ def test_overlong_drop_and_truncate_with_exact_counts(tokenizer, overlong_data):
     assert [len(r["input_ids"]) for r in tok.train] == [*train_len[:4], limit, limit]
     assert tok.eval_examples == data.eval
     assert data.report["overlong"]["train"] == {"dropped": 0, "truncated": 2, "tokens_cut": sum(over)}
-    assert data.report["overlong"]["eval"] == {"dropped": 0, "truncated": 1, "tokens_cut": sum(eval_over)}
+    assert data.report["overlong"]["eval"] == held_out_cut
+    answer = eval_len[1] - prompt_lengths_by_hand(tokenizer, data.eval)[1]
+    whole = Encoder(tokenizer, max_length=10_000).encode(data.eval[1])
+    assert tok.eval[1]["labels"].tolist()[-answer:] == whole["input_ids"][-answer:]  # the answer, whole
     full = Encoder(tokenizer, max_length=10_000).encode(data.train[5])
     assert tok.train[5]["input_ids"].tolist() == full["input_ids"][:limit]
     assert tok.train[5]["labels"].tolist() == full["labels"][:limit]
 
 
-def test_every_held_out_row_too_long_is_an_error(tokenizer, jsonl):
+def test_held_out_answer_too_long_for_max_length_is_a_one_line_error(tokenizer, jsonl):
     train = jsonl("t.jsonl", [pc("Hi", "Hello.")])
     held_out = jsonl("e.jsonl", [pc("Held out long.", " ".join(["word"] * 40))])
-    data = load_task_data(dc(str(train), eval=str(held_out)), seed=0)
+    cfg = dc(str(train), eval=str(held_out))
+    data = load_task_data(cfg, seed=0)
     limit = lengths_by_hand(tokenizer, data.train)[0]
-    with pytest.raises(DataError, match=f"data.max_length: {limit} tokens, and no held-out example fits"):
-        tokenize_task_data(Encoder(tokenizer, max_length=limit), data, "drop")
+    answer = lengths_by_hand(tokenizer, data.eval)[0] - prompt_lengths_by_hand(tokenizer, data.eval)[0]
+    assert limit - answer < 16  # not even 16 prompt tokens would fit next to the answer
+    message = (
+        f"{held_out}:1: held-out answer is {answer} tokens; data.max_length={limit} cannot hold it with its "
+        f"prompt; raise data.max_length to at least {answer + 16}"
+    )
+    for policy in ("drop", "truncate"):
+        with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+            tokenize_task_data(Encoder(tokenizer, max_length=limit), load_task_data(cfg, seed=0), policy)
+    # and at the length the message asks for, the example is kept: its answer and 16 prompt tokens
+    tok = tokenize_task_data(Encoder(tokenizer, max_length=answer + 16), data, "drop")
+    assert tok.eval_examples == data.eval and len(tok.eval[0]["input_ids"]) == answer + 16
 
 
 # --------------------------------------------------------------------------- splits
@@ -942,7 +967,7 @@ def test_data_report_contents_for_classification(jsonl, tokenizer):
         "policy": "drop",
         "max_length": 512,
         "train": {"dropped": 0, "truncated": 0, "tokens_cut": 0},
-        "eval": {"dropped": 0, "truncated": 0, "tokens_cut": 0},
+        "eval": {"dropped": 0, "cut": 0, "tokens_cut": 0, "max_tokens_cut": 0},
     }
 
     lengths = [len(encoder.encode(e)["input_ids"]) for e in data.train]

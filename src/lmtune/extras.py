@@ -19,9 +19,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sweep": ("optuna",),  # lmtune sweep
     "gguf": ("gguf",),  # lmtune export --format gguf; reading a .gguf model, the embedded default too
     "int8": ("torchao",),  # lmtune export --quant int8; loading such an export
+    "benchmarks": ("lm_eval",),  # eval.benchmarks: standard benchmarks through lm-evaluation-harness
 }
 """Each extra of pyproject.toml's ``[project.optional-dependencies]`` and the modules it provides (their
-import names are their distribution names); ``all`` gathers them."""
+import names are their distribution names, up to - and _); ``all`` gathers them."""
 
 
 def missing(extra: str) -> list[str]:

@@ -19,6 +19,7 @@ from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
 from lmtune.data.general import reference_rows
 from lmtune.data.prepare import TaskData, summary
+from lmtune.evaluate.cost import cost_metrics, measure_cost, plan_cost, with_safety
 from lmtune.evaluate.perplexity import perplexity
 from lmtune.evaluate.reward import REWARD_SETTINGS, compare_rewards, load_reward_model, reward_scores, reward_summary
 from lmtune.evaluate.run import metric_settings
@@ -66,6 +67,7 @@ def finetune(
     checked = preflight(cfg, overwrite, resume)
     data, record, checkpoint = checked.data, checked.record, checked.checkpoint
     judge = load_reward_model(cfg.eval.reward_model) if cfg.eval.reward_model else None
+    cost = plan_cost(cfg.eval)  # benchmark tasks and the safety judge load now: what cannot load stops the run here
     laps("checks_and_data")
     ranks.barrier()  # every rank has checked the run folder before rank 0 changes it
     if not ranks.is_main():
@@ -79,6 +81,9 @@ def finetune(
         d = cfg.data
         encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
         task = objective.prepare(cfg, data, encoder, tokenizer)
+    with_safety(
+        cost, cfg.eval, chat_model=objective.head == "causal" and bool(getattr(tokenizer, "chat_template", None))
+    )
     laps("model_and_tokens")
     reference = reference_rows(encoder, cfg.eval.reference) if objective.head == "causal" else []
     ctx = MethodContext(total_steps=total_steps(task.train_count, cfg), base_path=base)
@@ -100,11 +105,13 @@ def finetune(
         record["model"].update(loaded_identity(model, tokenizer))
         write_run_inputs(out, given, record, data)
     echo(summary(data.report))
-    for line in [*task.lines, *lines]:
+    for line in [*task.lines, *lines, *(f"benchmark {name} skipped: {why}" for name, why in cost.skipped.items())]:
         echo(line)
 
     metrics: dict[str, Any] = {"objective": cfg.objective} if cfg.objective != "sft" else {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    costs: dict[str, dict[str, Any]] = {}  # benchmark scores and probe summaries, base and tuned
+    probe_answers: dict[str, list[dict[str, Any]]] = {}
     # the method's layers are in place, switched off; rank 0 evaluates, the others wait
     with base_weights_only(model), ranks.main_first():
         if cfg.eval.base and ranks.is_main():
@@ -116,6 +123,9 @@ def finetune(
                 "threshold_percent": cfg.eval.forgetting_threshold,
             }
             metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
+        if cfg.eval.base and not cost.empty and ranks.is_main():
+            echo("what tuning costs: " + cost.describe() + " on the base model ...")
+            costs["base"], probe_answers["base"] = measure_cost(model, tokenizer, encoder.question_ids, cost, cfg.eval)
     laps("base_evaluation")
     trainable, total = count_parameters(model)
     echo(
@@ -145,6 +155,12 @@ def finetune(
     if judge:
         echo(f"scoring answers with the reward model {cfg.eval.reward_model} ...")
         add_rewards(judge, metrics, predictions, cfg)
+    if not cost.empty:
+        echo("what tuning costs: " + cost.describe() + " on the fine-tuned model ...")
+        costs["finetuned"], probe_answers["finetuned"] = measure_cost(model, tokenizer, encoder.question_ids, cost,
+                                                                      cfg.eval)  # fmt: skip
+    if not cost.empty or cost.skipped:  # a skipped benchmark is recorded too
+        metrics.update(cost_metrics(costs.get("base"), costs.get("finetuned", {}), cost, cfg.eval))
     laps("final_evaluation")
     metrics["train_time_s"] = result.pop("train_time_s")
     if "privacy" in result:  # top level: the guarantee is about the whole run, next to what it cost
@@ -169,6 +185,7 @@ def finetune(
         * result["world_size"]
         * cfg.training.gradient_accumulation_steps,
         "eval_examples": len(task.held_out),
+        "held_out_cut": {k: v for k, v in data.report.get("overlong", {}).get("eval", {}).items() if k != "dropped"},
         "tasks": sorted(data.report["tasks"]),
         "eval_source": data.eval_source,
         **result,
@@ -177,6 +194,8 @@ def finetune(
         "versions": record["versions"],
         "git_commit": (record["git"] or {}).get("commit"),
     }
+    for name, rows in probe_answers.items():  # for review; the reports never show the probe's prompts
+        atomic_write_jsonl(out / f"safety_{name}.jsonl", rows)
     return finish_run(out, cfg, metrics, predictions, judge is not None, echo)
 
 

@@ -1,4 +1,4 @@
-"""The ``training``, ``eval`` and ``continual`` sections and the whole ``RunConfig``."""
+"""The ``training`` and ``continual`` sections and the whole ``RunConfig``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lmtune.config.data import DataConfig
+from lmtune.config.evaluation import EvalConfig
 from lmtune.config.messages import UnknownKey, did_you_mean, training_argument_names
 from lmtune.config.objectives import (
     OBJECTIVES,
@@ -21,7 +22,6 @@ from lmtune.config.objectives import (
 from lmtune.config.privacy import PrivacyConfig, privacy_problem
 from lmtune.config.sections import (
     METHOD_NAMES,
-    METRICS,
     AdaLoraConfig,
     FreezeConfig,
     IA3Config,
@@ -162,41 +162,6 @@ class TrainingConfig(BaseModel):
         return self
 
 
-class EvalConfig(_Section):
-    """Evaluation before and after training on the held-out set."""
-
-    metrics: list[Literal[METRICS]] = list(METRICS)  # type: ignore[valid-type]
-    max_samples: int | None = Field(200, gt=0)
-    """Cap on held-out rows used for generation (BLEU/ROUGE); perplexity uses them all."""
-    max_new_tokens: int = Field(128, gt=0)
-    batch_size: int = Field(16, gt=0)
-    """Prompts generated for at once (greedy decoding, left padding)."""
-    base: bool = True
-    """Also evaluate the model before fine-tuning, for the side-by-side table."""
-    reference: str | None = "general"
-    """General-domain data whose perplexity is measured before and after: the forgetting figure. A file,
-    or ``general`` (lmtune's built-in general-knowledge questions and answers); null skips it."""
-    forgetting_threshold: float = Field(25.0, ge=0)
-    """Percent rise of the reference perplexity above which the table and the reports warn and name
-    the levers against forgetting."""
-    stride: int = Field(256, gt=0)
-    """Sliding-window perplexity for ``text`` rows longer than ``data.max_length``: tokens the window
-    moves each step (the Transformers documentation's convention; each token is scored once)."""
-    reward_model: str | None = None
-    """A sequence-classification reward model (hub id or local folder) that scores (prompt, answer) pairs."""
-    reward_batch_size: int = Field(8, gt=0)
-    checks: list[str] = Field(default_factory=list)
-    """``module:function`` checks of a property of each generated answer, with a reward function's
-    signature (``f(prompts, completions, **columns) -> [0..1]``): their means go next to the metrics
-    (e.g. ``lmtune.data.demo:numbers_right``, the preference demo's)."""
-    generate_every: int | None = Field(None, gt=0)
-    """During training, also compute the generation metrics every N evaluations (needs ``training.eval_strategy``)."""
-    generate_samples: int = Field(16, gt=0)
-    """Held-out rows generated for at each of those in-training evaluations."""
-    report_samples: int = Field(8, ge=0)
-    """Prompts shown with base answer, fine-tuned answer and reference in the reports."""
-
-
 class ContinualConfig(_Section):
     """Regularisers against catastrophic forgetting, both off by default."""
 
@@ -288,6 +253,13 @@ class RunConfig(_Section):
     def _privacy_fits_the_run(self) -> RunConfig:
         if self.privacy is not None and (problem := privacy_problem(self)):
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _cost_measures_need_a_language_model(self) -> RunConfig:
+        if self.objective == "reward" and (self.eval.safety or self.eval.benchmarks):
+            key = "eval.safety" if self.eval.safety else "eval.benchmarks"
+            raise ValueError(f"{key}: objective reward trains a scorer, which neither answers nor takes benchmarks")
         return self
 
     @model_validator(mode="after")

@@ -77,8 +77,9 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 # Bumped whenever the tokenised rows change for the same inputs (2: long held-out text is kept;
-# 3: a held-out row per reference, rows sharing a prompt grouped).
-CACHE_LAYOUT = 3
+# 3: a held-out row per reference, rows sharing a prompt grouped; 4: long held-out prompt/answer rows are
+# kept, cut from the middle of the prompt, whatever data.overlong says).
+CACHE_LAYOUT = 4
 
 
 def fingerprint(cfg: DataConfig, seed: int, encoder: Encoder) -> str | None:

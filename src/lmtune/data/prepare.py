@@ -18,6 +18,7 @@ from lmtune.config import DataConfig
 from lmtune.data import clean as C
 from lmtune.data.encode import IGNORE, Encoder
 from lmtune.data.formats import Example, read_examples
+from lmtune.data.held_out import encode_held_out
 from lmtune.data.preference import PREFERENCE_SHAPES
 from lmtune.data.split import count_prompts, group_references, mix, split
 from lmtune.errors import DataError
@@ -39,8 +40,7 @@ class TaskData:
 class Tokenized:
     train: list[Row]
     eval: list[Row]
-    # the held-out examples that survived the length limit; long ``text`` rows are kept (their row cut
-    # at max_length) because evaluation scores them whole with a sliding window
+    # every held-out example: none is dropped for its length (`lmtune.data.held_out` cuts its row instead)
     eval_examples: list[Example]
     # eval_owner[j]: the index in eval_examples of eval row j (an example has a row per reference)
     eval_owner: list[int]
@@ -195,15 +195,13 @@ def _read_clean(src: Any, cfg: DataConfig, role: str = "train") -> tuple[list[Ex
 def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Tokenized:
     """Encode train and held-out rows; apply the length limit; add token statistics to the report.
 
-    Held-out ``text`` rows longer than ``max_length`` are neither dropped nor counted as truncated:
-    perplexity scores them whole with a sliding window; the report counts them as ``sliding_window``.
+    ``overlong`` applies to the training rows only: every held-out example is kept and scored (see
+    `lmtune.data.held_out`), so the before/after comparison is always on the whole held-out set.
     """
-    train_rows, train_examples, train_cut = encode_all(encoder, data.train, overlong)
-    eval_rows, eval_examples, eval_owner, eval_cut = encode_held_out(encoder, data.eval, overlong)
+    train_rows, _, train_cut = encode_all(encoder, data.train, overlong)
     if not train_rows or not any((r["labels"] != IGNORE).any() for r in train_rows):
         raise _too_long(encoder, data.train, "training example keeps an answer token")
-    if not eval_rows:
-        raise _too_long(encoder, data.eval, "held-out example fits")
+    eval_rows, eval_owner, eval_cut = encode_held_out(encoder, data.eval)
     data.report["overlong"] = {
         "policy": overlong,
         "max_length": encoder.max_length,
@@ -212,7 +210,7 @@ def tokenize_task_data(encoder: Encoder, data: TaskData, overlong: str) -> Token
     }
     data.report["tokens"] = token_statistics(train_rows)
     data.report["warnings"] = warnings_for(data.report)
-    return Tokenized(train_rows, eval_rows, eval_examples, eval_owner)
+    return Tokenized(train_rows, eval_rows, data.eval, eval_owner)
 
 
 def _too_long(encoder: Encoder, examples: list[Example], what: str) -> DataError:
@@ -224,47 +222,17 @@ def _too_long(encoder: Encoder, examples: list[Example], what: str) -> DataError
     )
 
 
-def encode_held_out(
-    encoder: Encoder, examples: list[Example], overlong: str = "truncate"
-) -> tuple[list[Row], list[Example], list[int], dict[str, int]]:
-    """(rows, the examples kept, each row's example index, what the length limit did).
-
-    An example with several references gets a row per reference, so perplexity and the
-    validation loss score every held-out answer; it is kept while one of its rows is.
-    """
-    rows: list[Row] = []
-    kept: list[Example] = []
-    owner: list[int] = []
-    cut: Counter[str] = Counter(dropped=0, truncated=0, tokens_cut=0)
-    for ex in examples:
-        ex_rows, _, ex_cut = encode_all(encoder, ex.each_reference(), overlong, keep_long_text=True)
-        cut.update(ex_cut)
-        if ex_rows:
-            owner += [len(kept)] * len(ex_rows)
-            rows += ex_rows
-            kept.append(ex)
-    return rows, kept, owner, dict(cut)
-
-
 def encode_all(
-    encoder: Encoder, examples: list[Example], overlong: str = "truncate", keep_long_text: bool = False
+    encoder: Encoder, examples: list[Example], overlong: str = "truncate"
 ) -> tuple[list[Row], list[Example], dict[str, int]]:
-    """(rows, the examples they came from, what the length limit did).
-
-    With ``keep_long_text`` (held-out data), ``text`` examples longer than ``max_length`` are kept
-    whatever ``overlong`` says, their row cut at ``max_length``, and counted under ``sliding_window``
-    (a key present only when there are some), not as dropped or truncated.
-    """
+    """(rows, the examples they came from, what ``overlong`` did to the rows longer than ``max_length``)."""
     rows: list[Row] = []
     kept: list[Example] = []
     cut = {"dropped": 0, "truncated": 0, "tokens_cut": 0}
     for ex in examples:
         enc = encoder.encode(ex, truncate=False)
         extra = len(enc["input_ids"]) - encoder.max_length
-        if extra > 0 and keep_long_text and ex.text is not None:
-            enc = {k: v[: encoder.max_length] for k, v in enc.items()}
-            cut["sliding_window"] = cut.get("sliding_window", 0) + 1
-        elif extra > 0:
+        if extra > 0:
             if overlong == "drop":
                 cut["dropped"] += 1
                 continue
@@ -330,14 +298,27 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
         if src["rows_read"] and lost / src["rows_read"] > 0.2:
             out.append(f"{src['path']}: cleaning dropped {lost} of {src['rows_read']} rows ({dict(src['dropped'])})")
     over = report.get("overlong", {})
-    for split_name in ("train", "eval"):
-        cut = over.get(split_name, {})
-        if cut.get("dropped") or cut.get("truncated"):
-            out.append(
-                f"{split_name}: {cut['dropped']} row(s) dropped and {cut['truncated']} truncated at "
-                f"data.max_length={over['max_length']} (data.overlong: {over['policy']})"
-            )
+    train = over.get("train", {})
+    if train.get("dropped") or train.get("truncated"):
+        out.append(
+            f"train: {train['dropped']} row(s) dropped and {train['truncated']} truncated at "
+            f"data.max_length={over['max_length']} (data.overlong: {over['policy']})"
+        )
+    if over.get("eval", {}).get("cut"):
+        out.append(
+            f"eval: {_prompt_cuts(over['eval'])} to fit data.max_length={over['max_length']}; "
+            "raise data.max_length to score those examples whole"
+        )
     return out
+
+
+def _prompt_cuts(counts: dict[str, int]) -> str:
+    """``5 cut from the middle of the prompt (mean 41, max 97 tokens)``, or ``0 cut``."""
+    n = counts.get("cut", 0)
+    if not n:
+        return "0 cut"
+    mean = round(counts["tokens_cut"] / n)
+    return f"{n} cut from the middle of the prompt (mean {mean}, max {counts['max_tokens_cut']} tokens)"
 
 
 def _splits_line(report: dict[str, Any]) -> str:
@@ -396,7 +377,7 @@ def summary(report: dict[str, Any]) -> str:
         tr, ev = o["train"], o["eval"]
         lines.append(
             f"over max_length={o['max_length']} ({o['policy']}): train {tr['dropped']} dropped / "
-            f"{tr['truncated']} truncated, eval {ev['dropped']} dropped / {ev['truncated']} truncated"
+            f"{tr['truncated']} truncated, eval {ev['dropped']} dropped / {_prompt_cuts(ev)}"
             + (f" / {ev['sliding_window']} scored by sliding window" if ev.get("sliding_window") else "")
         )
     for w in report.get("warnings", []):

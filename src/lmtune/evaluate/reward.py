@@ -19,7 +19,7 @@ REWARD_SETTINGS = {
 }
 
 
-def load_reward_model(name: str) -> tuple[Any, Any]:
+def load_reward_model(name: str, argument: str = "eval.reward_model") -> tuple[Any, Any]:
     """(model, tokenizer) of a sequence-classification reward model: hub id or local folder.
 
     Goes through `lmtune.models.resolve`, so a local folder loads with no network and an
@@ -31,7 +31,7 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
 
     # the one door for weights (safetensors only, hub policy); never the repository's own code
     model, tokenizer, source = load_model(ModelConfig(name=name, trust_remote_code=False, dtype="float32"),
-                                          argument="eval.reward_model", head="score")  # fmt: skip
+                                          argument=argument, head="score")  # fmt: skip
     if tokenizer.pad_token is None:  # batches need padding; pad positions get attention mask 0
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:  # last-token heads (Llama, GPT-2) find the last real token by it

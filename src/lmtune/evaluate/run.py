@@ -8,6 +8,8 @@ from typing import Any
 
 from lmtune.data.encode import Encoder
 from lmtune.data.formats import Example
+from lmtune.data.held_out import MIN_PROMPT_TOKENS, cut_middle, fit_held_out
+from lmtune.errors import ConfigError
 from lmtune.evaluate import metrics as M
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.perplexity import aggregate, perplexity, sliding_window_nll
@@ -36,10 +38,12 @@ def evaluate_model(
     ``macro_f1`` only when the answers are label-like) on greedy answers to the first
     ``max_samples`` examples.  ``text`` examples longer than ``encoder.max_length`` are scored
     whole, with a sliding window of ``encoder.max_length`` tokens moving ``stride`` tokens at a
-    time, not by their (truncated) row.  An example with several references is scored on every
+    time, not by their (truncated) row; a longer prompt/answer row has the middle of its prompt cut
+    (`lmtune.data.held_out`).  An example with several references is scored on every
     one of them (``encoded`` row j belongs to example ``owner[j]``; rows and examples are aligned
-    when ``owner`` is None).  When the examples come from several tasks, ``M["by_task"]`` holds an
-    ``M`` per task.
+    when ``owner`` is None).  A generation prompt that leaves no room for ``max_new_tokens`` in the
+    model's context is cut from the middle too, counted as ``M["generation"]["prompts_cut"]``.
+    When the examples come from several tasks, ``M["by_task"]`` holds an ``M`` per task.
     """
     start = time.perf_counter()
     nll: list[tuple[float, int]] = []
@@ -48,7 +52,7 @@ def evaluate_model(
         long_texts = _long_texts(encoder, examples)
         if encoded is None:  # rows tokenised already (the pipeline's cache) are used as given
             variants = [(i, v) for i, e in enumerate(examples) for v in e.each_reference()]
-            owner, encoded = [i for i, _ in variants], [encoder.encode(v) for _, v in variants]
+            owner, encoded = [i for i, _ in variants], [fit_held_out(encoder, v)[0] for _, v in variants]
         owner = list(range(len(encoded))) if owner is None else owner
         rows = [j for j in range(len(encoded)) if owner[j] not in long_texts]
         scored = perplexity(model, [encoded[j] for j in rows], tokenizer.pad_token_id, batch_size=batch_size)
@@ -60,14 +64,17 @@ def evaluate_model(
             nll[i] = sliding_window_nll(
                 model, full["input_ids"], encoder.max_length, stride, full["labels"], batch_size=batch_size
             )
+    # how the rows were scored, for the ``perplexity_detail`` and ``generation`` facts
+    scoring: dict[str, Any] = {"window": encoder.max_length, "stride": stride, "long_texts": set(long_texts)}
     wants_text = [m for m in GENERATION_METRICS if m in metrics]
     answerable = [i for i, e in enumerate(examples) if e.text is None]
     sample = _sample(examples, answerable, max_samples) if wants_text else []
-    outs = generate(model, tokenizer, [encoder.prompt_ids(examples[i]) for i in sample], max_new_tokens, batch_size)
+    prompts, cut = _fit_prompts(model, [encoder.prompt_ids(examples[i]) for i in sample], max_new_tokens)
+    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     generated = dict(zip(sample, outs, strict=True))
+    scoring["prompts_cut"] = {sample[k] for k in cut}
 
-    window = {"window": encoder.max_length, "stride": stride, "long_texts": set(long_texts)}
-    result = _score(examples, range(len(examples)), nll, generated, metrics, max_new_tokens, window)
+    result = _score(examples, range(len(examples)), nll, generated, metrics, max_new_tokens, scoring)
     tasks = sorted({e.task for e in examples})
     if len(tasks) > 1:
         result["by_task"] = {
@@ -78,7 +85,7 @@ def evaluate_model(
                 generated,
                 metrics,
                 max_new_tokens,
-                window,
+                scoring,
             )
             for t in tasks
         }
@@ -105,6 +112,23 @@ def _long_texts(encoder: Encoder, examples: list[Example]) -> dict[int, dict[str
             if len(full["input_ids"]) > encoder.max_length:
                 out[i] = full
     return out
+
+
+def _fit_prompts(model: Any, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """(the prompts, each within the model's context less ``max_new_tokens``; which of them were cut).
+
+    A prompt too long for the context would make the model fail or answer past what it was trained on;
+    it is cut from the middle, as held-out rows are, keeping its instruction and the assistant header.
+    """
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    room = context - max_new_tokens if context else None
+    cut = [k for k, p in enumerate(prompts) if room is not None and len(p) > room]
+    if cut and room < MIN_PROMPT_TOKENS:  # the same floor as held-out rows (see MIN_PROMPT_TOKENS)
+        raise ConfigError(
+            f"eval.max_new_tokens={max_new_tokens} leaves {max(room, 0)} of the model's {context} positions "
+            f"for the prompt; lower eval.max_new_tokens to at most {context - MIN_PROMPT_TOKENS}"
+        )
+    return [cut_middle(p, room) if k in cut else p for k, p in enumerate(prompts)], cut
 
 
 def _sample(examples: list[Example], answerable: list[int], max_samples: int | None) -> list[int]:
@@ -134,18 +158,18 @@ def _score(
     generated: dict[int, Any],
     metrics: Sequence[str],
     max_new_tokens: int,
-    window: dict[str, Any],
+    scoring: dict[str, Any],
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if nll:
         agg = aggregate([nll[i] for i in index])
         result["perplexity"] = agg["perplexity"]
         result["perplexity_detail"] = {"nll": agg["nll"], "tokens": agg["tokens"], "examples": len(index)}
-        if n_long := sum(i in window["long_texts"] for i in index):
+        if n_long := sum(i in scoring["long_texts"] for i in index):
             result["perplexity_detail"]["sliding_window"] = {
                 "examples": n_long,
-                "window": window["window"],
-                "stride": window["stride"],
+                "window": scoring["window"],
+                "stride": scoring["stride"],
             }
     gen = [i for i in index if i in generated]
     if gen:
@@ -177,6 +201,8 @@ def _score(
             "max_new_tokens": max_new_tokens,
             "decoding": "greedy",
         }
+        if n_cut := sum(i in scoring["prompts_cut"] for i in gen):
+            result["generation"]["prompts_cut"] = n_cut
     return result
 
 
@@ -193,6 +219,10 @@ def metric_settings(stride: int = 256) -> dict[str, Any]:
                 "text rows longer than data.max_length: sliding window of data.max_length tokens "
                 "(Transformers 'Perplexity of fixed-length models' convention), every token after the first "
                 "scored once; a stride of the window or more is taken as window - 1"
+            ),
+            "long_prompt": (
+                "prompt/answer rows longer than data.max_length: the answer whole, tokens cut from the middle "
+                "of the prompt (counted in data_report.json, overlong.eval); none is dropped"
             ),
             "stride": stride,
         },

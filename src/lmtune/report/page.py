@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from lmtune.report import plots
+from lmtune.report.cost import COST_COLUMNS, cost_lines, cost_rows
 from lmtune.report.run import Run
 from lmtune.report.tables import (
     COLUMNS,
@@ -87,6 +88,7 @@ def render(run: Run) -> str:
     body = [
         _results(m),
         _other(m),
+        _cost(m),
         _figures(run),
         _samples(run),
         _data(run.data_report),
@@ -190,6 +192,15 @@ def _other(m: dict[str, Any]) -> str:
     if not rows:
         return ""
     return f"<section id='other'><h2>Other metrics</h2>{_table(OTHER_COLUMNS, rows, 'other', delta=True)}</section>"
+
+
+def _cost(m: dict[str, Any]) -> str:
+    """Benchmarks and refusal rates, base and tuned (the safety probe's prompts are never shown)."""
+    rows, lines = cost_rows(m), cost_lines(m)
+    if not rows and not lines:
+        return ""
+    table = _table(COST_COLUMNS, rows, "cost") if rows else ""
+    return f"<section id='cost'><h2>What tuning cost</h2>{table}{_notes(lines)}</section>"
 
 
 def _figures(run: Run) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmtune.report.cost import COST_COLUMNS, cost_lines, cost_rows
+
 COLUMNS = (
     "Model", "PPL", "BLEU", "1-gram", "2-gram", "3-gram", "4-gram",
     "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "Time (s)",
@@ -167,10 +169,24 @@ def run_lines(metrics: dict[str, Any]) -> list[str]:
         f"mean train loss {(loss if loss is not None else float('nan')):.4f}",
         f"held-out set: {run.get('eval_source')}",
     ]
+    if line := held_out_line(metrics):
+        lines.append(line)
     phases = run.get("phases_s") or {}
     if phases:  # where the run's time went
         lines.append("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in phases.items()))
     return lines + ([early_stopping_line(run)] if early_stopping_line(run) else [])
+
+
+def held_out_line(metrics: dict[str, Any]) -> str:
+    """How many held-out examples were scored, and how many had to be cut to fit (none is ever dropped)."""
+    run = metrics.get("run") or {}
+    cut = run.get("held_out_cut") or {}
+    if not cut.get("cut"):
+        return ""
+    return (
+        f"held-out examples: all {run.get('eval_examples')} scored; {cut['cut']} cut from the middle of the prompt "
+        f"to fit data.max_length (mean {cut['tokens_cut'] / cut['cut']:.0f}, max {cut['max_tokens_cut']} tokens)"
+    )
 
 
 def generation_lines(metrics: dict[str, Any]) -> list[str]:
@@ -198,11 +214,14 @@ def privacy_line(metrics: dict[str, Any]) -> str:
 
 
 def text_table(metrics: dict[str, Any]) -> str:
-    """The seed table; for preference / reward / GRPO runs also the objective's own measures under it."""
-    table = aligned([list(COLUMNS), *table_rows(metrics)])
+    """The seed table; for preference / reward / GRPO runs also the objective's own measures under it; then
+    what tuning cost (benchmarks, refusal rates) and its notes."""
+    parts = [aligned([list(COLUMNS), *table_rows(metrics)]), held_out_line(metrics)]
     if metrics.get("objective", "sft") != "sft" and other_rows(metrics):
-        table += "\n\n" + aligned([list(OTHER_COLUMNS), *other_rows(metrics)])
-    return table
+        parts.append("\n" + aligned([list(OTHER_COLUMNS), *other_rows(metrics)]))
+    if cost_rows(metrics):
+        parts.append("\nwhat tuning cost:\n" + aligned([list(COST_COLUMNS), *cost_rows(metrics)]))
+    return "\n".join(part for part in [*parts, *cost_lines(metrics)] if part)
 
 
 def aligned(rows: list[list[str]]) -> str:
@@ -241,6 +260,10 @@ def markdown_report(
         parts.append("")
     if other_rows(metrics):
         parts += ["## Other metrics", "", markdown_rows([list(OTHER_COLUMNS), *other_rows(metrics)]), ""]
+    if cost_rows(metrics) or cost_lines(metrics):
+        parts += ["## What tuning cost", ""]
+        parts += [markdown_rows([list(COST_COLUMNS), *cost_rows(metrics)]), ""] if cost_rows(metrics) else []
+        parts += [*(f"- {line}" for line in cost_lines(metrics)), ""]
     lines = [privacy_line(metrics), forgetting_line(metrics), *run_lines(metrics), *generation_lines(metrics),
              *reward_lines(metrics)]  # fmt: skip
     parts += [f"- {line}" for line in lines if line]
