@@ -154,7 +154,7 @@ def run_lmtune(files: dict, method: str, a: argparse.Namespace, out: Path, extra
         "training.num_train_epochs=1", f"training.learning_rate={a.lr}", "training.lr_scheduler_type=linear",
         "training.warmup_ratio=0", "training.logging_steps=10", "training.save_strategy=no",
         "training.eval_strategy=no", "training.report_to=none", "eval.base=false", "eval.metrics=[perplexity]",
-        "eval.reference=null",
+        "eval.reference=null", "eval.safety=false",
         *extra,
     ]  # fmt: skip
     import yaml

@@ -104,7 +104,7 @@ def lmtune_config(check: Check, name: str, model: str, files: dict[str, Path], *
             "report_to": "none",
             "logging_steps": 10,
         },  # fmt: skip
-        "eval": {"base": False, "metrics": ["perplexity"], "reference": None},
+        "eval": {"base": False, "metrics": ["perplexity"], "reference": None, "safety": False},  # speed, not safety
     }
     for section, values in over.items():
         if values is None:
