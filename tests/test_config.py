@@ -80,6 +80,14 @@ def test_demo_config_is_valid():
     assert cfg.method == "lora"
 
 
+def test_demo_distill_config_is_valid_and_reads_every_key_it_sets():
+    from lmtune.objectives import check_keys
+
+    cfg = load_config(REPO_ROOT / "configs" / "demo_distill.yaml")
+    assert (cfg.model.name, cfg.objective, cfg.method, cfg.distill.drop_layers) == ("runs/demo", "distill", "full", 12)
+    check_keys(cfg)
+
+
 def test_dumped_config_loads_back_the_same(config_file, tmp_path):
     cfg = load_config(config_file(), ["training.dataloader_num_workers=0"])
     dumped = tmp_path / "dumped.yaml"

@@ -28,7 +28,7 @@ ON: dict[str, Any] = {
     "eval.max_samples": 8, "eval.checks": ["lmtune.data.demo:numbers_right"], "eval.reward_model": "judge",
     "data.train_on_prompt": True,
     "dpo": {"beta": 0.2}, "kto": {"beta": 0.2}, "orpo": {"beta": 0.2}, "simpo": {"beta": 1.0},
-    "reward": {"center_rewards_coefficient": 0.01}, "grpo": {"num_generations": 4},
+    "reward": {"center_rewards_coefficient": 0.01}, "grpo": {"num_generations": 4}, "distill": {"temperature": 3.0},
     "lora": {"r": 4}, "freeze": {"last_n_layers": 1}, "adalora": {"init_r": 8}, "ia3": {"target_modules": ["q_proj"]},
     "prompt_tuning": {"num_virtual_tokens": 4}, "p_tuning": {"num_virtual_tokens": 4},
     "prefix_tuning": {"num_virtual_tokens": 4},
@@ -36,7 +36,8 @@ ON: dict[str, Any] = {
 
 
 def base_raw(objective: str) -> dict[str, Any]:
-    raw: dict[str, Any] = {"objective": objective, "method": "lora", "data": {"train": "train.jsonl"}}
+    method = "full" if objective == "distill" else "lora"  # a distilled student trains its own weights
+    raw: dict[str, Any] = {"objective": objective, "method": method, "data": {"train": "train.jsonl"}}
     if objective == "grpo":
         raw["grpo"] = {"reward_functions": ["format"]}
     return raw
@@ -73,7 +74,7 @@ def test_a_key_the_objective_does_not_read_stops_the_run_at_load(tmp_path, capsy
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert key in err and (objective in err or "method lora" in err), err
+    assert key in err and (objective in err or f"method {raw['method']}" in err), err
     assert not (tmp_path / "run").exists()
 
 

@@ -81,6 +81,9 @@ def finetune(
         d = cfg.data
         encoder = Encoder(tokenizer, d.template, d.system_prompt, d.max_length, d.train_on_prompt)
         task = objective.prepare(cfg, data, encoder, tokenizer)
+    origin = None  # the loaded model, where the run trains one derived from it (distill: the teacher)
+    if objective.derive:
+        origin, model = model, objective.derive(model, tokenizer, task, cfg, echo)
     with_safety(
         cost, cfg.eval, chat_model=objective.head == "causal" and bool(getattr(tokenizer, "chat_template", None))
     )
@@ -114,18 +117,25 @@ def finetune(
     probe_answers: dict[str, list[dict[str, Any]]] = {}
     # the method's layers are in place, switched off; rank 0 evaluates, the others wait
     with base_weights_only(model), ranks.main_first():
+        first = origin or model  # what the tuned model is compared with: the base, or the model it was made from
+        derived = objective.derived_row
         if cfg.eval.base and ranks.is_main():
-            echo("evaluating the base model ...")
-            metrics["base"], predictions["base"] = objective.measures(model, tokenizer, encoder, task, cfg, False)
+            echo(f"evaluating the {'base' if origin is None else 'original'} model ...")
+            metrics["base"], predictions["base"] = objective.measures(first, tokenizer, encoder, task, cfg, False)
+            if origin is not None:
+                echo(f"evaluating the {derived} model before training ...")
+                metrics[derived], predictions[derived] = objective.measures(model, tokenizer, encoder, task, cfg, False)
         if reference and ranks.is_main():
             metrics["forgetting"] = {
                 "reference": cfg.eval.reference,
                 "threshold_percent": cfg.eval.forgetting_threshold,
             }
-            metrics["forgetting"]["base_perplexity"] = _ppl(model, tokenizer, reference, cfg)
+            metrics["forgetting"]["base_perplexity"] = _ppl(first, tokenizer, reference, cfg)
+            if origin is not None:
+                metrics["forgetting"][f"{derived}_perplexity"] = _ppl(model, tokenizer, reference, cfg)
         if cfg.eval.base and not cost.empty and ranks.is_main():
             echo("what tuning costs: " + cost.describe() + " on the base model ...")
-            costs["base"], probe_answers["base"] = measure_cost(model, tokenizer, encoder.question_ids, cost, cfg.eval)
+            costs["base"], probe_answers["base"] = measure_cost(first, tokenizer, encoder.question_ids, cost, cfg.eval)
     laps("base_evaluation")
     trainable, total = count_parameters(model)
     echo(
@@ -163,8 +173,9 @@ def finetune(
         metrics.update(cost_metrics(costs.get("base"), costs.get("finetuned", {}), cost, cfg.eval))
     laps("final_evaluation")
     metrics["train_time_s"] = result.pop("train_time_s")
-    if "privacy" in result:  # top level: the guarantee is about the whole run, next to what it cost
-        metrics["privacy"] = result.pop("privacy")
+    for key in ("privacy", "distill"):  # top level: the privacy guarantee, the student's pruning and speed
+        if key in result:
+            metrics[key] = result.pop(key)
     metrics["run"] = {
         "model": cfg.model.name,
         "base_weights": base,

@@ -25,7 +25,8 @@ TRAIN_LOG = "train_log.jsonl"
 # Everything lmtune and Trainer/PEFT write into a run folder; --overwrite removes only these.
 RUN_FILES = (
     DATA_REPORT, RECORD, "test.jsonl", "config.yaml", "metrics.json", TRAIN_LOG,
-    "predictions_base.jsonl", "predictions_finetuned.jsonl", "safety_base.jsonl", "safety_finetuned.jsonl",
+    "predictions_base.jsonl", "predictions_pruned.jsonl", "predictions_finetuned.jsonl", "safety_base.jsonl",
+    "safety_finetuned.jsonl",
     "report.md", "report.html", "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
     "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "training_args.bin",

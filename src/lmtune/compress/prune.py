@@ -14,9 +14,14 @@ renumbered (their attention's ``layer_idx`` addresses the KV cache), and the con
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
+
+from lmtune.errors import ConfigError
+
+SCORE = "angular distance arccos(cos(h_in, h_out))/pi, mean over real tokens"
 
 
 def decoder_layers(model: Any) -> Any:
@@ -98,3 +103,34 @@ def drop_layers(model: Any, drop: Sequence[int]) -> Any:
         del layers[i]
     config.num_hidden_layers = len(kept)
     return model
+
+
+def pruned_copy(teacher: Any, rows: Sequence[dict[str, Any]], pad_token_id: int,
+                drop: int | Sequence[int] | None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """A copy of ``teacher`` without ``drop`` layers: that many of the least important (None: a third, rounded
+    down), or those indices; with every layer's score and the choice, as ``metrics.json`` records them."""
+    n = len(decoder_layers(teacher))
+    scores = layer_scores(teacher, rows, pad_token_id)
+    if drop is None or isinstance(drop, int):
+        count = n // 3 if drop is None else drop
+        try:
+            dropped = choose_layers(scores, count)
+        except ValueError as e:
+            raise ConfigError(f"distill.drop_layers: {e}") from None
+    else:
+        dropped = sorted(drop)
+        if dropped[-1] >= n or len(dropped) >= n:
+            raise ConfigError(
+                f"distill.drop_layers: {list(drop)}: the model has {n} layers (0-{n - 1}); keep one at least"
+            )
+    student = drop_layers(copy.deepcopy(teacher), dropped)
+    facts = {
+        "layers": n,
+        "kept": n - len(dropped),
+        "dropped": dropped,
+        "chosen": "lowest scores" if drop is None or isinstance(drop, int) else "distill.drop_layers",
+        "scores": [round(s, 6) for s in scores],
+        "score": SCORE,
+        "scored_rows": len(rows),
+    }
+    return student, facts

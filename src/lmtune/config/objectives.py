@@ -13,6 +13,7 @@ objective   trainer (TRL 1.x)                     paper defaults
 ``simpo``   ``experimental.cpo.CPOTrainer``        beta 2.0, gamma 1.0, no SFT term (Meng et al. 2024)
 ``reward``  ``RewardTrainer``                      one-score sequence classifier, Bradley-Terry loss
 ``grpo``    ``GRPOTrainer``                        8 generations, beta 0.04, grpo loss (Shao et al. 2024)
+``distill`` ``experimental.gkd.GKDTrainer``        a third of the layers dropped, T 2, forward KL + answers
 ==========  ====================================  =============================================
 """
 
@@ -24,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from lmtune.config.sections import _Section
 
-OBJECTIVES = ("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo")
+OBJECTIVES = ("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo", "distill")
 PREFERENCE_OBJECTIVES = ("dpo", "kto", "orpo", "simpo", "reward")
 BUILTIN_REWARDS = ("number_match", "format", "length")
 
@@ -38,6 +39,8 @@ OBJECTIVE_METHODS = {
     "simpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
     "grpo": ("full", "freeze", "lora", "dora", "qlora", "ia3"),
     "reward": ("full", "lora", "dora"),  # a sequence-classification head: full, or LoRA with the head trained
+    # the student is a new, smaller model: an adapter on it would name a base (the teacher) it no longer fits
+    "distill": ("full",),
 }
 
 
@@ -112,4 +115,38 @@ class GrpoConfig(_Section):
         for name in v:
             if name not in BUILTIN_REWARDS and ":" not in name:
                 raise ValueError(f"{name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or module:function")
+        return v
+
+
+class DistillConfig(_Section):
+    """The student: ``model.name`` (the teacher: a model or a run folder, its adapter merged) without whole decoder
+    layers, trained to match the teacher's next-token distributions on the task's answers."""
+
+    drop_layers: int | list[int] | None = None
+    """How many layers to drop (the ones that change their input least on the task's training rows, never the
+    first or the last), or which (0-based indices); None: a third of them, rounded down (30 -> 20)."""
+    score_rows: int = Field(64, gt=0)
+    """Training rows the layer scores are measured on."""
+    temperature: float = Field(2.0, gt=0)
+    """Softens both distributions in the distillation loss, which is scaled by its square (Hinton et al. 2015)."""
+    beta: float = Field(0.0, ge=0, le=1)
+    """The divergence (TRL's generalized Jensen-Shannon): 0 forward KL (classic distillation), 0.5 JSD, 1 reverse KL."""
+    answer_weight: float = Field(0.5, ge=0, le=1)
+    """Weight of the usual answer loss (cross-entropy on the task's answers); the distillation loss gets 1 minus it."""
+    on_policy: float = Field(0.0, ge=0, le=1)
+    """Share of steps on answers the student samples itself (TRL's ``lmbda``, Agarwal et al. 2024); 0: the task's."""
+    max_new_tokens: int = Field(64, gt=0)
+    """Length of the student's own answers in on-policy steps."""
+    speed_prompts: int = Field(8, gt=0)
+    """Held-out prompts in the batch whose greedy generation times teacher and student."""
+    speed_new_tokens: int = Field(48, gt=0)
+    """Tokens each prompt generates in that timing (the end of the answer ignored, so both make as many)."""
+    speed_repeats: int = Field(3, gt=0)
+    """Timings of each model, in turns; the median is kept."""
+
+    @field_validator("drop_layers")
+    @classmethod
+    def _some_layers(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(v, int) and v < 1 or isinstance(v, list) and (not v or min(v) < 0 or len(set(v)) < len(v)):
+            raise ValueError("give a number of layers (1 or more) or a list of distinct 0-based layer indices")
         return v

@@ -11,6 +11,7 @@ from lmtune.config.evaluation import EvalConfig
 from lmtune.config.messages import UnknownKey, did_you_mean, training_argument_names
 from lmtune.config.objectives import (
     OBJECTIVES,
+    DistillConfig,
     DpoConfig,
     GrpoConfig,
     KtoConfig,
@@ -189,13 +190,15 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     objective: str = "sft"
     """What the model learns from: ``sft`` (answers), ``dpo`` / ``kto`` / ``orpo`` / ``simpo`` (preferences),
-    ``reward`` (a reward model from preference pairs) or ``grpo`` (reward functions); see config/objectives.py."""
+    ``reward`` (a reward model from preference pairs), ``grpo`` (reward functions) or ``distill`` (a smaller student of
+    the model); see config/objectives.py."""
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     kto: KtoConfig = Field(default_factory=KtoConfig)
     orpo: OrpoConfig = Field(default_factory=OrpoConfig)
     simpo: SimpoConfig = Field(default_factory=SimpoConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     method: str = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)

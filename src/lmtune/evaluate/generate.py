@@ -7,6 +7,9 @@ from typing import Any
 
 from lmtune.data.collate import left_pad
 
+# the model's generation_config may hold sampling settings; greedy decoding switches them off
+GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -32,17 +35,7 @@ def generate(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = {k: v.to(model.device) for k, v in left_pad([prompts[i] for i in idx], pad).items()}
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=eos,
-                pad_token_id=pad,
-                # the model's generation_config may hold sampling settings; greedy ignores them
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **GREEDY)
             for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx, strict=True):
                 results[i] = _decode(tokenizer, row, eos, pad)
     model.train(was_training)

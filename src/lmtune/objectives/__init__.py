@@ -6,7 +6,8 @@ data, how its trainer is built, its held-out measures and which config keys it d
 
 * ``sft``: supervised answers on lmtune's Trainer step;
 * ``dpo`` / ``kto`` / ``orpo`` / ``simpo`` / ``reward`` / ``grpo``: on TRL's trainers (``on_trl``, ``measures``),
-  with GRPO's reward functions in ``rewards``.
+  with GRPO's reward functions in ``rewards``;
+* ``distill``: a depth-pruned student of the model, taught by it on TRL's GKD trainer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lmtune.config import RunConfig, dump_config
 from lmtune.config.objectives import OBJECTIVES as OBJECTIVE_NAMES
 from lmtune.errors import ConfigError
 from lmtune.methods import SECTIONS as METHOD_SECTIONS
-from lmtune.objectives import dpo, grpo, kto, orpo, reward, sft, simpo
+from lmtune.objectives import distill, dpo, grpo, kto, orpo, reward, sft, simpo
 from lmtune.objectives.spec import Built, Objective, Task
 
 OBJECTIVES: dict[str, Objective] = {
@@ -28,6 +29,7 @@ OBJECTIVES: dict[str, Objective] = {
     "simpo": simpo.OBJECTIVE,
     "reward": reward.OBJECTIVE,
     "grpo": grpo.OBJECTIVE,
+    "distill": distill.OBJECTIVE,
 }
 
 __all__ = ["OBJECTIVES", "Built", "Objective", "Task", "check_keys", "config_text", "objective_of", "unused_keys"]

@@ -71,6 +71,11 @@ class Objective:
     tune: Callable[..., tuple[Any, dict[str, Any], list[str]]] | None = None
     """``tune(model, tokenizer, task, cfg, memory_budget) -> (cfg, facts, lines)``: lmtune's own speed levers
     and the plan, before the run folder is created; None where the objective trains with TRL's step."""
+    derive: Callable[..., Any] | None = None
+    """``derive(model, tokenizer, task, cfg, echo) -> model``: the model the run trains, made from the loaded one,
+    which stays the one the tuned model is compared with (``base``); None: the run trains the loaded model."""
+    derived_row: str = ""
+    """The name of the derived model's row before training (``metrics.json``, the table)."""
     settings: Callable[[Any], dict[str, Any]] = lambda cfg: {}
     """The objective's own settings as ``metrics.json`` records them."""
     lever_note: str = ""

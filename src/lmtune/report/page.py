@@ -14,14 +14,15 @@ from typing import Any
 
 from lmtune.report import plots
 from lmtune.report.cost import COST_COLUMNS, cost_lines, cost_rows
+from lmtune.report.distill import SIZE_COLUMNS, size_lines, size_rows
 from lmtune.report.run import Run
 from lmtune.report.tables import (
     COLUMNS,
-    OTHER_COLUMNS,
     early_stopping_line,
     first_reference,
     forgetting_line,
     generation_lines,
+    other_columns,
     other_rows,
     privacy_line,
     reward_lines,
@@ -88,6 +89,7 @@ def render(run: Run) -> str:
     body = [
         _results(m),
         _other(m),
+        _size(m),
         _cost(m),
         _figures(run),
         _samples(run),
@@ -150,7 +152,7 @@ def _table(header: list[str] | tuple[str, ...], rows: list[list[str]], cls: str 
 
 
 def _row_class(first: str) -> str:
-    return "task" if "[" in first else ("finetuned" if first == "finetuned" else "")
+    return "task" if "[" in first else ("finetuned" if first in ("finetuned", "distilled") else "")
 
 
 def _numeric(c: str) -> bool:
@@ -191,7 +193,16 @@ def _other(m: dict[str, Any]) -> str:
     rows = other_rows(m)
     if not rows:
         return ""
-    return f"<section id='other'><h2>Other metrics</h2>{_table(OTHER_COLUMNS, rows, 'other', delta=True)}</section>"
+    return f"<section id='other'><h2>Other metrics</h2>{_table(other_columns(m), rows, 'other', delta=True)}</section>"
+
+
+def _size(m: dict[str, Any]) -> str:
+    """A distilled student against its teacher: layers, size, speed."""
+    rows = size_rows(m)
+    if not rows:
+        return ""
+    table = _table(SIZE_COLUMNS, rows, "size")
+    return f"<section id='size'><h2>Smaller and faster</h2>{table}{_notes(size_lines(m))}</section>"
 
 
 def _cost(m: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmtune.report.cost import COST_COLUMNS, cost_lines, cost_rows
+from lmtune.report.distill import ROW_LABELS, SIZE_COLUMNS, size_lines, size_rows
 
 COLUMNS = (
     "Model", "PPL", "BLEU", "1-gram", "2-gram", "3-gram", "4-gram",
@@ -53,17 +54,23 @@ def value(m: dict[str, Any] | None, path: str) -> float | None:
 
 
 def table_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    """One row per evaluated model (base, finetuned) with the seed tutorial's columns."""
+    """One row per evaluated model (base, finetuned; a distill run's teacher, pruned and distilled student) with
+    the seed tutorial's columns."""
     rows = []
-    for name in MODELS:
-        if name in metrics:
-            time_s = metrics.get("train_time_s") if name == "finetuned" else None
-            rows.append([name, *_cells(metrics[name], time_s)])
+    for name, label in model_rows(metrics):
+        time_s = metrics.get("train_time_s") if name == "finetuned" else None
+        rows.append([label, *_cells(metrics[name], time_s)])
     for task in _tasks(metrics):  # one pair of rows per task of a mixture
-        for name in MODELS:
+        for name, label in model_rows(metrics):
             if task in metrics.get(name, {}).get("by_task", {}):
-                rows.append([f"{name} [{task}]", *_cells(metrics[name]["by_task"][task], None)])
+                rows.append([f"{label} [{task}]", *_cells(metrics[name]["by_task"][task], None)])
     return rows
+
+
+def model_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key in metrics.json, row label) of each evaluated model, in order."""
+    labels = ROW_LABELS if metrics.get("objective") == "distill" else {}
+    return [(name, labels.get(name, name)) for name in ("base", "pruned", "finetuned") if name in metrics]
 
 
 def _tasks(metrics: dict[str, Any]) -> list[str]:
@@ -96,6 +103,13 @@ def other_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def other_columns(metrics: dict[str, Any]) -> list[str]:
+    """The other metrics' header: base and fine-tuned, or a distill run's teacher and distilled student."""
+    if metrics.get("objective") == "distill":
+        return ["Metric", ROW_LABELS["base"], ROW_LABELS["finetuned"], "Δ"]
+    return list(OTHER_COLUMNS)
+
+
 def _num(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -105,13 +119,15 @@ def forgetting_line(metrics: dict[str, Any]) -> str:
     keys = ("base_perplexity", "finetuned_perplexity", "perplexity_increase_percent")
     if any(value(f, k) is None for k in keys):
         return ""
+    pruned = f" (pruned, before distillation: {f['pruned_perplexity']:.3f})" if value(f, "pruned_perplexity") else ""
     line = (
         f"forgetting: perplexity on {f['reference']} {f['base_perplexity']:.3f} -> {f['finetuned_perplexity']:.3f} "
-        f"({f['perplexity_increase_percent']:+.1f}%)"
+        f"({f['perplexity_increase_percent']:+.1f}%){pruned}"
     )
     threshold = f.get("threshold_percent")
     if threshold is not None and f["perplexity_increase_percent"] > threshold:
-        line += f" — above the {threshold:g}% threshold (eval.forgetting_threshold). {FORGETTING_LEVERS}"
+        levers = DISTILL_LEVERS if metrics.get("objective") == "distill" else FORGETTING_LEVERS
+        line += f" — above the {threshold:g}% threshold (eval.forgetting_threshold). {levers}"
     return line
 
 
@@ -119,6 +135,12 @@ FORGETTING_LEVERS = (
     "To keep more general ability: a lower training.learning_rate or fewer steps, fewer adapted modules "
     "(lora.target_modules), general data mixed in (continual.replay_fraction with continual.reference: "
     "general-fit), or EWC (continual.ewc_weight)."
+)
+
+
+DISTILL_LEVERS = (
+    "The student learned the task alone: to keep more general ability, drop fewer layers (distill.drop_layers) or "
+    "distil on general text as well (a mixture in data.train: the teacher's distributions on it teach the student)."
 )
 
 
@@ -218,7 +240,10 @@ def text_table(metrics: dict[str, Any]) -> str:
     what tuning cost (benchmarks, refusal rates) and its notes."""
     parts = [aligned([list(COLUMNS), *table_rows(metrics)]), held_out_line(metrics)]
     if metrics.get("objective", "sft") != "sft" and other_rows(metrics):
-        parts.append("\n" + aligned([list(OTHER_COLUMNS), *other_rows(metrics)]))
+        parts.append("\n" + aligned([other_columns(metrics), *other_rows(metrics)]))
+    if size_rows(metrics):
+        parts.append("\nsmaller and faster:\n" + aligned([list(SIZE_COLUMNS), *size_rows(metrics)]))
+        parts += size_lines(metrics)
     if cost_rows(metrics):
         parts.append("\nwhat tuning cost:\n" + aligned([list(COST_COLUMNS), *cost_rows(metrics)]))
     return "\n".join(part for part in [*parts, *cost_lines(metrics)] if part)
@@ -259,7 +284,10 @@ def markdown_report(
         parts += [f"- {line}" for line in [forgetting_line(stage), *run_lines(stage)] if line]
         parts.append("")
     if other_rows(metrics):
-        parts += ["## Other metrics", "", markdown_rows([list(OTHER_COLUMNS), *other_rows(metrics)]), ""]
+        parts += ["## Other metrics", "", markdown_rows([other_columns(metrics), *other_rows(metrics)]), ""]
+    if size_rows(metrics):
+        parts += ["## Smaller and faster", "", markdown_rows([list(SIZE_COLUMNS), *size_rows(metrics)]), ""]
+        parts += [*(f"- {line}" for line in size_lines(metrics)), ""]
     if cost_rows(metrics) or cost_lines(metrics):
         parts += ["## What tuning cost", ""]
         parts += [markdown_rows([list(COST_COLUMNS), *cost_rows(metrics)]), ""] if cost_rows(metrics) else []
