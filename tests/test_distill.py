@@ -201,3 +201,26 @@ def test_a_distill_config_that_cannot_work_is_one_line_and_leaves_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_on_policy_steps_learn_from_the_students_own_answers(tmp_path: Path, tokenizer: Any) -> None:
+    """distill.on_policy 1: every step distils on answers the student sampled (TRL's GKD ``lmbda``), which need the
+    prompts the collator hands over, left-padded."""
+    raw = distill_raw(save_teacher(tmp_path / "teacher", tokenizer, init=0.5), tmp_path, on_policy=1.0,
+                      max_new_tokens=6, answer_weight=0.0)  # fmt: skip
+    raw["eval"].update(base=False, reference=None, metrics=["perplexity"])
+    metrics = finetune(validate_config(raw), echo=lambda *_: None)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert metrics["run"]["steps"] == 4 and len([row for row in log if "distill_loss" in row]) == 4
+    assert metrics["run"]["objective_settings"]["on_policy"] == 1.0
+
+
+def test_the_collator_hands_on_policy_steps_the_prompts_left_padded() -> None:
+    from lmtune.data.encode import IGNORE
+    from lmtune.objectives.distill import DistillCollator
+
+    rows = [{"input_ids": [5, 6, 7, 8], "labels": [IGNORE, IGNORE, 7, 8]}, {"input_ids": [9, 3], "labels": [IGNORE, 3]}]
+    batch = DistillCollator(pad_token_id=0)(rows)
+    assert batch["prompts"].tolist() == [[5, 6], [0, 9]]
+    assert batch["prompt_attention_mask"].tolist() == [[1, 1], [0, 1]]
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 3, 0, 0]]
