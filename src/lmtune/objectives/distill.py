@@ -72,8 +72,10 @@ def trainer(model: Any, tokenizer: Any, task: Task, cfg: RunConfig, callbacks: l
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     d = cfg.distill
+    # GKDConfig's temperature is its on-policy sampling temperature: the student samples its own answers at 1;
+    # distill.temperature softens the distillation loss only (compute_loss below)
     args = on_trl.trl_config(
-        GKDConfig, cfg, temperature=d.temperature, beta=d.beta, lmbda=d.on_policy, max_new_tokens=d.max_new_tokens,
+        GKDConfig, cfg, temperature=1.0, beta=d.beta, lmbda=d.on_policy, max_new_tokens=d.max_new_tokens,
         seq_kd=False, disable_dropout=True, max_length=None,
     )  # fmt: skip
     trained = guarded(_with_answer_loss(GKDTrainer, d.answer_weight, d.temperature), cfg.training.save_total_limit)(
