@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from lmtune.config import ModelConfig, load_config
     from lmtune.data.encode import Encoder
     from lmtune.data.formats import read_examples
-    from lmtune.evaluate.latency import generation_speed, parameter_count
+    from lmtune.evaluate.latency import generation_speed
+    from lmtune.methods import count_parameters
     from lmtune.models import load_model
 
     torch.manual_seed(0)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [encoder.prompt_ids(ex) for ex in held_out]
     speed = generation_speed(models, prompts, tokenizer.pad_token_id, a.new_tokens, repeats=a.repeats)
     base = speed[a.teacher]["tokens_per_s"]
-    rows = [{"model": name, "layers": layers[name], "params": parameter_count(models[name]), **speed[name],
+    rows = [{"model": name, "layers": layers[name], "params": count_parameters(models[name])[1], **speed[name],
              "speedup": speed[name]["tokens_per_s"] / base} for name in models]  # fmt: skip
     result = {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(), "prompts": len(prompts),
               "new_tokens": a.new_tokens, "repeats": a.repeats, "dtype": "float32", "rows": rows}  # fmt: skip

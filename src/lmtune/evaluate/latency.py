@@ -67,8 +67,3 @@ def weight_bytes(model: Any) -> int:
         seen.add(tensor.data_ptr())
         total += tensor.numel() * tensor.element_size()
     return total
-
-
-def parameter_count(model: Any) -> int:
-    """Parameters, tied ones once."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -19,8 +19,9 @@ from lmtune.compress import pruned_copy
 from lmtune.config import RunConfig
 from lmtune.data.collate import PadCollator, left_pad
 from lmtune.data.encode import IGNORE
-from lmtune.evaluate.latency import generation_speed, parameter_count, weight_bytes
+from lmtune.evaluate.latency import generation_speed, weight_bytes
 from lmtune.launch import ranks
+from lmtune.methods import count_parameters
 from lmtune.objectives import on_trl, sft
 from lmtune.objectives.spec import Built, Objective, Task
 from lmtune.train import guarded
@@ -144,7 +145,7 @@ def _sizes_and_speed(student: Any, tokenizer: Any, task: Task, cfg: RunConfig) -
     prompts = [encoder.prompt_ids(ex) for ex in task.held_out[: d.speed_prompts]]
     models = {"teacher": task.extra["teacher"], "student": student}
     speed = generation_speed(models, prompts, tokenizer.pad_token_id, d.speed_new_tokens, d.speed_repeats)
-    out = {name: {"params": parameter_count(m), "weight_bytes": weight_bytes(m), **speed[name]}
+    out = {name: {"params": count_parameters(m)[1], "weight_bytes": weight_bytes(m), **speed[name]}
            for name, m in models.items()}  # fmt: skip
     out["speedup"] = out["student"]["tokens_per_s"] / out["teacher"]["tokens_per_s"]
     out["speed_settings"] = {"prompts": len(prompts), "new_tokens": d.speed_new_tokens, "greedy": True,
